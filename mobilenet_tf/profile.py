@@ -1,0 +1,74 @@
+"""CLI: mult-adds and parameters of a MobileNet, counted as the paper counts them.
+
+    python -m mobilenet_tf.profile --alpha=0.75 --resolution=192
+    python -m mobilenet_tf.profile --paper_tables
+    python -m mobilenet_tf.profile --json
+"""
+
+import json
+
+from absl import app, flags
+
+from mobilenet_tf import model as model_lib
+from mobilenet_tf import paper, profiler
+
+_ALPHA = flags.DEFINE_float("alpha", 1.0, "Width multiplier (> 0).")
+_RESOLUTION = flags.DEFINE_string(
+    "resolution", "224", "Input resolution: one int (square) or HxW, e.g. 224 or 160x240.")
+_VARIANT = flags.DEFINE_enum("variant", "mobilenet", list(model_lib.VARIANTS),
+                             "mobilenet, conv (Table 4 baseline) or shallow (Table 5).")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
+_DEPTH_MULTIPLIER = flags.DEFINE_integer("depth_multiplier", 1,
+                                         "Channel multiplier of the depthwise convs.")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of tables.")
+_PAPER_TABLES = flags.DEFINE_bool(
+    "paper_tables", False, "Also print Tables 4-7 recomputed next to the paper's figures.")
+
+
+def parse_resolution(text: str):
+    """'224' -> 224, '160x240' -> (160, 240, 3); raises ValueError naming --resolution."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1], 3)
+    raise ValueError(f"--resolution={text!r} is not valid; use one int (224) or HxW "
+                     "(160x240)")
+
+
+def main(argv):
+    del argv
+    try:
+        prof = profiler.profile(alpha=_ALPHA.value,
+                                resolution=parse_resolution(_RESOLUTION.value),
+                                variant=_VARIANT.value, num_classes=_NUM_CLASSES.value,
+                                depth_multiplier=_DEPTH_MULTIPLIER.value)
+    except ValueError as err:
+        raise app.UsageError(str(err))
+    rows = profiler.paper_comparison() if _PAPER_TABLES.value else None
+    if _JSON.value:
+        out = prof.to_dict()
+        if rows is not None:
+            out["paper_tables"] = rows
+        print(json.dumps(out, indent=1))
+        return
+    print(f"MobileNet variant={_VARIANT.value} alpha={_ALPHA.value} "
+          f"resolution={_RESOLUTION.value} num_classes={_NUM_CLASSES.value}\n")
+    print("Table 1 (per layer):")
+    print(profiler.format_table1(prof))
+    default = (_ALPHA.value == 1.0 and _RESOLUTION.value == "224"
+               and _VARIANT.value == "mobilenet" and _NUM_CLASSES.value == 1000)
+    print("\nTable 2 (resources per layer type):")
+    print(profiler.format_table2(prof, paper.TABLE2 if default else None))
+    print(f"\nTotal: {prof.mult_adds / 1e6:.1f} million mult-adds, "
+          f"{prof.params / 1e6:.2f} million parameters")
+    if rows is not None:
+        print("\nTables 4-7 of the paper, recomputed from the builder:")
+        print(profiler.format_paper_tables(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
