@@ -1,0 +1,45 @@
+"""Image preprocessing: the one normalization, decoding, and the eval crop.
+
+Every path that feeds the network (training, evaluation, the exported graphs, TFLite
+metadata, predict) takes its normalization from here: ``MEAN`` and ``STD`` map uint8
+pixels to [-1, 1], as the published MobileNet weights expect.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+MEAN = 127.5  # per channel, in uint8 pixel units
+STD = 127.5
+EVAL_CROP_FRACTION = 0.875
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """uint8 (or float in [0, 255]) pixels -> float32 in [-1, 1]."""
+    return (tf.cast(images, tf.float32) - MEAN) / STD
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 RGB (grayscale and RGBA become RGB)."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def center_crop_and_resize(image: tf.Tensor, size, crop_fraction: float = EVAL_CROP_FRACTION):
+    """Eval preprocessing: central crop of ``crop_fraction`` of each side, then a bilinear
+    resize to ``size`` = (height, width). Works on one HxWx3 image or a NxHxWx3 batch.
+    Returns float32 pixels in [0, 255] (call ``normalize`` after)."""
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+    crop_h = tf.maximum(1, tf.cast(tf.cast(h, tf.float32) * crop_fraction, tf.int32))
+    crop_w = tf.maximum(1, tf.cast(tf.cast(w, tf.float32) * crop_fraction, tf.int32))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    image = image[..., top:top + crop_h, left:left + crop_w, :]
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear",
+                           antialias=False)
+
+
+def eval_preprocess(image: tf.Tensor, size, crop_fraction: float = EVAL_CROP_FRACTION):
+    """uint8 image(s) -> normalized float32 network input(s) of ``size``."""
+    return normalize(center_crop_and_resize(image, size, crop_fraction))
