@@ -23,6 +23,7 @@ the file name in the message.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from typing import Callable, Optional
 
@@ -96,37 +97,65 @@ class InputPipeline:
         return -(-self.num_examples // self.global_batch_size)
 
 
-def _robust_decode(ds, fn, fallback, policy: str, bad: BadImages, deterministic: bool):
+DECODE_BLOCK = 32  # records per error-tolerant decode block
+
+
+def _robust_decode(ds, fn, fallback, policy: str, bad: BadImages, deterministic: bool,
+                   block: int = DECODE_BLOCK):
     """Maps ``fn(data, seed)`` over ``(data, label, name, seed)`` records; records whose
     decode fails are skipped and recorded in ``bad`` (policy "skip") or raise an error
-    naming the record (policy "error"). Yields ``(image, label)``."""
+    naming the record (policy "error"). Yields ``(image, label)``.
 
-    def one(data, label, name, seed):
-        good = tf.data.Dataset.from_tensors((data, label, name, seed)).map(
-            lambda d, y, n, s: (fn(d, s), y, n, True)).ignore_errors()
-        fail = tf.data.Dataset.from_tensors((fallback, label, name, False))
-        return good.concatenate(fail).take(1)
+    Records go in blocks of ``block``: inside a block, ``fn`` runs under
+    ``ignore_errors``, a ``scan`` marks which records came through, and a closing
+    sentinel element carries the names of those that did not. The per-block dataset
+    overhead is amortised over the block, so this costs little over a plain map.
+    """
+    fallback_label = tf.constant(0, tf.int32)
 
-    ds = ds.interleave(one, cycle_length=AUTOTUNE, block_length=1,
-                       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    def one_block(data, label, name, seed):
+        n = tf.shape(name)[0]
+        good = tf.data.Dataset.from_tensor_slices(
+            (data, label, seed, tf.range(n))).map(
+            lambda d, y, s, i: (fn(d, s), y, i, False)).ignore_errors()
+        end = tf.data.Dataset.from_tensors((fallback, fallback_label, n, True))
+
+        def track(seen, element):
+            image, y, i, is_end = element
+            seen = tf.tensor_scatter_nd_update(
+                seen, tf.reshape(tf.minimum(i, n - 1), [1, 1]), tf.logical_or(
+                    tf.reshape(tf.logical_not(is_end), [1]),
+                    tf.gather(seen, tf.reshape(tf.minimum(i, n - 1), [1]))))
+            missing = tf.cond(is_end, lambda: tf.boolean_mask(name, tf.logical_not(seen)),
+                              lambda: tf.zeros([0], tf.string))
+            return seen, (image, y, is_end, missing)
+
+        return good.concatenate(end).scan(tf.zeros([n], tf.bool), track)
+
+    ds = ds.batch(block).interleave(
+        one_block, cycle_length=max(2, os.cpu_count() or 1), block_length=block + 1,
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     if policy == "error":
-        def keep(image, label, name, ok):
-            check = tf.debugging.Assert(ok, [
+        def keep(image, label, is_end, missing):
+            check = tf.debugging.Assert(tf.equal(tf.size(missing), 0), [
                 "could not decode image (corrupt, truncated, empty or not an image; pass "
-                "--bad_images=skip to skip such files):", name])
+                "--bad_images=skip to skip such files):", missing], summarize=10)
             with tf.control_dependencies([check]):
-                return tf.identity(ok)
+                return tf.logical_not(is_end)
     else:
-        def _record(name):
-            bad.record(name.numpy())
+        def _record(names):
+            for nm in names.numpy():
+                bad.record(nm)
             return False
 
-        def keep(image, label, name, ok):
-            return tf.cond(ok, lambda: tf.constant(True), lambda: tf.reshape(
-                tf.py_function(_record, [name], tf.bool), []))
+        def keep(image, label, is_end, missing):
+            tf.cond(tf.size(missing) > 0,
+                    lambda: tf.reshape(tf.py_function(_record, [missing], tf.bool), []),
+                    lambda: tf.constant(False))
+            return tf.logical_not(is_end)
 
-    return ds.filter(keep).map(lambda image, label, name, ok: (image, label))
+    return ds.filter(keep).map(lambda image, label, is_end, missing: (image, label))
 
 
 def _train_image_fn(cfg: DataConfig, encoded: bool):
