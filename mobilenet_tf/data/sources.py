@@ -373,9 +373,11 @@ class TFRecordSource(Source):
                               tf.strings.join([path, "#", tf.strings.as_string(i)])))
 
         parallel = shuffle and by_files
-        ds = files.interleave(read, cycle_length=min(16, len(file_idx)) if parallel else 1,
-                              num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
-                              deterministic=not parallel)
+        if parallel:
+            ds = files.interleave(read, cycle_length=min(16, len(file_idx)),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        else:
+            ds = files.flat_map(read)  # a fixed record order, to shard by examples
         if self.keep_mask is not None:
             mask = tf.constant(self.keep_mask)
             ds = ds.filter(lambda r, gid, p: tf.gather(mask, gid))
@@ -421,17 +423,21 @@ class TFDSSource(Source):
         if not builder.is_prepared():
             try:
                 builder.download_and_prepare()
-            except AssertionError as e:  # tfds raises this for a missing manual download
-                raise ValueError(
-                    f"--dataset={spec}: {full} must be downloaded by hand: put the original "
-                    f"archives in the tfds manual dir "
-                    f"{os.path.join(builder.data_dir_root, 'downloads', 'manual')} (set with "
-                    f"--data_dir; for imagenet2012: ILSVRC2012_img_train.tar and "
-                    f"ILSVRC2012_img_val.tar). tfds said: {str(e).strip()[:500]}") from None
-            except Exception as e:  # noqa: BLE001 -- network, disk, ...: say which flag
+            except Exception as e:  # noqa: BLE001 -- network, disk, manual download, ...
+                why = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+                if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+                    manual_dir = os.path.join(str(builder.data_dir_root), "downloads", "manual")
+                    raise ValueError(
+                        f"--dataset={spec}: {full} is not prepared in --data_dir="
+                        f"{builder.data_dir_root} and tfds cannot download it: put the "
+                        f"original archives in the tfds manual dir {manual_dir} (for "
+                        "imagenet2012: ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar; "
+                        "--data_dir selects another tfds data dir). tfds's instructions: "
+                        f"{' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())[:300]} "
+                        f"(preparing failed with {why})") from None
                 raise ValueError(f"--dataset={spec}: {full} is not prepared in --data_dir="
-                                 f"{data_dir or builder.data_dir_root} and downloading it "
-                                 f"failed: {type(e).__name__}: {str(e)[:500]}") from None
+                                 f"{builder.data_dir_root} and downloading/preparing it "
+                                 f"failed: {why}") from None
         self.builder = builder
         self.split = split
         source_names = list(feats["label"].names)
