@@ -144,3 +144,9 @@ def test_iterate_uint8_fixed_order_and_limit():
     for (a, la), (b, lb) in zip(got, again):
         assert a.dtype == np.uint8 and a.shape == (32, 32, 3) and la == lb
         np.testing.assert_array_equal(a, b)
+
+
+def test_sharding_tfds_mock():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=8):
+        _check_shards(data.DataConfig(dataset="tfds:imagenette/160px-v2", image_size=16))
