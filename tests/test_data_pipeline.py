@@ -150,3 +150,13 @@ def test_sharding_tfds_mock():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=8):
         _check_shards(data.DataConfig(dataset="tfds:imagenette/160px-v2", image_size=16))
+
+
+def test_training_order_is_a_fresh_seeded_permutation_every_epoch():
+    from mobilenet_tf.data.sources import _indexed
+    stream = [int(k) for k in _indexed(8, True, seed=3).take(24)]
+    epochs = [stream[i:i + 8] for i in (0, 8, 16)]
+    assert all(sorted(e) == list(range(8)) for e in epochs)  # every example once per epoch
+    assert len({tuple(e) for e in epochs}) == 3  # reshuffled each epoch
+    assert [int(k) for k in _indexed(8, True, seed=3).take(8)] == epochs[0]  # seeded
+    assert [int(k) for k in _indexed(5, False, seed=3)] == [0, 1, 2, 3, 4]
