@@ -1,8 +1,9 @@
 """Data sources: ``--dataset`` spec parsing and the four kinds of source.
 
 A source knows its class list and example count (computed eagerly, so that every error
-surfaces before training starts) and yields one epoch of raw records,
-``(data, label int32, name string)``, for one input-pipeline shard:
+surfaces before training starts) and yields raw records ``(data, label int32, name
+string)`` for one input-pipeline shard -- one pass in a fixed order, or shuffled
+(possibly endless) for training:
 
 - ``folder:PATH``   -- ``PATH/<split>/<class>/*.{jpg,jpeg,png,bmp,gif}`` (any case);
                        data = encoded bytes, name = the file path.
