@@ -388,13 +388,13 @@ def _export_tflite(config, model, class_names, image_size, export_dir, calibrati
         for quant in config.quantize:
             flat = convert_tflite(source_dir, quant, calibration, config.int8_io)
             label = QUANT_LABELS[quant]
-            name = config.model_name or _default_name(model, image_size)
+            name = config.model_name or _default_name(model)
             version = config.model_version or (
                 f"mobilenet_tf {mobilenet_tf.__version__} "
                 f"{os.path.basename(os.path.abspath(config.workdir))}")
             with_md = tflite_metadata.add_image_classifier_metadata(
                 flat, labels=class_names, mean=[preprocessing.MEAN] * 3,
-                std=[preprocessing.STD] * 3, name=f"{name} ({label})",
+                std=[preprocessing.STD] * 3, name=f"{name} {label}",
                 description=_description(label, len(class_names), image_size, config.int8_io),
                 version=version, author=config.author, license=config.license)
             path = os.path.join(export_dir, TFLITE_NAMES[quant])
@@ -430,8 +430,8 @@ def _verify_tflite(path, class_names, ver_inputs, ver_labels, keras_probs, laten
     return entry
 
 
-def _default_name(model, image_size) -> str:
-    return f"MobileNet v1 {model.name} {image_size[0]}x{image_size[1]}"
+def _default_name(model) -> str:
+    return f"MobileNet v1 {model.name}"
 
 
 def _description(label, num_classes, image_size, int8_io) -> str:
