@@ -70,26 +70,44 @@ def score(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> 
                       num_images=int(len(labels)), per_class_accuracy=per_class)
 
 
-def evaluate_classifier(classifier: loading.Classifier, images, labels,
+def evaluate_classifier(classifier: loading.Classifier, pairs,
                         batch_size: int = 64) -> EvalResult:
-    """Runs ``classifier`` on decoded uint8 images and scores it."""
-    probs = []
-    for start in range(0, len(images), batch_size):
-        probs.append(classifier.predict_proba(images[start:start + batch_size]))
-    result = score(np.concatenate(probs, 0), labels, classifier.class_names)
+    """Runs ``classifier`` on (decoded uint8 image, label) pairs, streamed in batches,
+    and scores it."""
+    probs, labels, batch = [], [], []
+
+    def flush():
+        if batch:
+            probs.append(classifier.predict_proba([image for image, _ in batch]))
+            labels.extend(int(label) for _, label in batch)
+            batch.clear()
+
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    if not labels:
+        raise ValueError("no images to evaluate on")
+    result = score(np.concatenate(probs, 0), np.asarray(labels), classifier.class_names)
     result.model, result.format = classifier.path, classifier.format
     return result
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
-    """Loads ``config.model`` and evaluates it on ``config.dataset``/``config.split``."""
+    """Loads ``config.model`` and evaluates it on ``config.dataset``/``config.split``
+    (all of it, streamed, or ``max_images`` spread over the classes)."""
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
                                          crop_fraction=config.crop_fraction)
     source = images_lib.ImageSource(config.dataset, config.split, config.data_dir)
-    images, labels = images_lib.load_images(source, config.max_images,
-                                            class_names=classifier.class_names,
-                                            image_size=classifier.image_size)
-    result = evaluate_classifier(classifier, images, labels)
+    if config.max_images is None:
+        pairs = images_lib.iterate_images(source, None, classifier.class_names,
+                                          classifier.image_size)
+    else:
+        images, labels = images_lib.load_images(source, config.max_images,
+                                                classifier.class_names, classifier.image_size)
+        pairs = zip(images, labels)
+    result = evaluate_classifier(classifier, pairs)
     result.dataset, result.split = config.dataset, config.split
     return result
 
