@@ -33,7 +33,8 @@ flags.DEFINE_integer("top_k", 5, "Classes returned by the SavedModel signatures.
 flags.DEFINE_string("dataset", None,
                     "Dataset spec for calibration/verification images (default: the run's).")
 flags.DEFINE_string("data_dir", None, "tfds data_dir (default: the run's).")
-flags.DEFINE_string("calibration_split", "train", "Split for int8 calibration images.")
+flags.DEFINE_string("calibration_split", None,
+                    "Split for int8 calibration images (default: the run's train split).")
 flags.DEFINE_string("verification_split", None,
                     "Held-out split (default: the run's eval split, else validation).")
 flags.DEFINE_integer("latency_runs", 30, "Timed TFLite invocations per thread count (0: skip).")

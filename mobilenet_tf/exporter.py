@@ -75,7 +75,7 @@ class ExportConfig:
     top_k: int = 5  # SavedModel outputs
     dataset: str | None = None  # default: the run's config["data"]["dataset"]
     data_dir: str | None = None
-    calibration_split: str = "train"
+    calibration_split: str | None = None  # default: the run's train split, else train
     verification_split: str | None = None  # default: the run's eval split, else validation
     latency_runs: int = 30  # timed invocations per model and thread count (0: skip)
     min_float32_agreement: float = 0.99  # fail below this top-1 agreement with Keras
@@ -295,12 +295,12 @@ def _dir_size(path: str) -> int:
 
 
 # ----------------------------------------------------------------------------- main entry
-def _run_eval_split(config: dict) -> str:
+def _run_split(config: dict, key: str, default: str) -> str:
+    """A split recorded in the run's config.json (``train.eval_split``, ...)."""
     for section in (config, config.get("train") or {}, config.get("data") or {}):
-        for key in ("eval_split", "validation_split", "val_split"):
-            if isinstance(section, dict) and section.get(key):
-                return str(section[key])
-    return "validation"
+        if isinstance(section, dict) and section.get(key):
+            return str(section[key])
+    return default
 
 
 def export(config: ExportConfig) -> dict:
@@ -316,7 +316,10 @@ def export(config: ExportConfig) -> dict:
         raise ValueError(f"no dataset for calibration/verification images: "
                          f"{config.workdir}/config.json has no data.dataset; pass --dataset")
     data_dir = config.data_dir if config.data_dir is not None else data_cfg.get("data_dir")
-    verification_split = config.verification_split or _run_eval_split(run_config)
+    verification_split = (config.verification_split
+                          or _run_split(run_config, "eval_split", "validation"))
+    calibration_split = (config.calibration_split
+                         or _run_split(run_config, "train_split", "train"))
 
     model = loading.load_keras_model(checkpoint_path)
     keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop)
@@ -358,12 +361,12 @@ def export(config: ExportConfig) -> dict:
     if "tflite" in config.formats:
         calibration = None
         if "int8" in config.quantize:
-            cal_source = images_lib.ImageSource(dataset, config.calibration_split, data_dir,
+            cal_source = images_lib.ImageSource(dataset, calibration_split, data_dir,
                                                 data_cfg)
             cal_images, _ = images_lib.load_images(cal_source, config.representative_images,
                                                    class_names, image_size)
             calibration = np.stack([keras_clf.preprocess(im) for im in cal_images])
-            report["calibration"] = {"dataset": dataset, "split": config.calibration_split,
+            report["calibration"] = {"dataset": dataset, "split": calibration_split,
                                      "num_images": len(cal_images)}
         report["tflite"] = _export_tflite(config, model, class_names, image_size, export_dir,
                                           calibration, ver_inputs, ver_labels, keras_probs)

@@ -57,7 +57,7 @@ def write_image_folder(root: str, per_class: int, seed: int, fmt: str = "JPEG") 
 def image_root(tmp_path_factory) -> str:
     """folder dataset: ROOT/train/<class>/*.jpg and ROOT/validation/<class>/*.jpg."""
     root = str(tmp_path_factory.mktemp("shapes"))
-    write_image_folder(os.path.join(root, "train"), per_class=40, seed=1)
+    write_image_folder(os.path.join(root, "train"), per_class=60, seed=1)
     write_image_folder(os.path.join(root, "validation"), per_class=8, seed=2)
     return root
 
@@ -91,7 +91,7 @@ def run_dir(tmp_path_factory, image_root) -> str:
     x, y = _load_normalized(os.path.join(image_root, "train"))
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=24, epochs=12, shuffle=True, verbose=0)
+    model.fit(x, y, batch_size=30, epochs=12, shuffle=True, verbose=0)
 
     run = str(tmp_path_factory.mktemp("run"))
     model.save(os.path.join(run, "best.keras"))
@@ -133,3 +133,15 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def exported(run_dir, tmp_path_factory) -> tuple[str, dict]:
+    """The run exported to every format (export dir, report)."""
+    from mobilenet_tf import exporter
+
+    export_dir = str(tmp_path_factory.mktemp("export"))
+    report = exporter.export(exporter.ExportConfig(
+        workdir=run_dir, export_dir=export_dir, representative_images=30,
+        verification_images=24, latency_runs=3))
+    return export_dir, report
