@@ -92,6 +92,12 @@ def run_dir(tmp_path_factory, image_root) -> str:
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=30, epochs=12, shuffle=True, verbose=0)
+    # Set the BN moving statistics to the exact training-set statistics (one full batch
+    # with momentum 0), so eval-mode predictions match what was learned.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(x, training=True)
 
     run = str(tmp_path_factory.mktemp("run"))
     model.save(os.path.join(run, "best.keras"))
