@@ -99,7 +99,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
     (all of it, streamed, or ``max_images`` spread over the classes)."""
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
                                          crop_fraction=config.crop_fraction)
-    source = images_lib.ImageSource(config.dataset, config.split, config.data_dir)
+    # A run directory's other data settings (synthetic_*, label_offset, bad_images, ...)
+    # apply to its evaluation too.
+    run_data = (loading.read_run_config(config.model).get("data") or {}
+                if loading.detect_format(config.model) == "run_dir" else {})
+    source = images_lib.ImageSource(config.dataset, config.split, config.data_dir, run_data)
     if config.max_images is None:
         pairs = images_lib.iterate_images(source, None, classifier.class_names,
                                           classifier.image_size)

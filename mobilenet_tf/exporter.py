@@ -412,7 +412,7 @@ def _export_tflite(config, model, class_names, image_size, export_dir, calibrati
 def _verify_tflite(path, class_names, ver_inputs, ver_labels, keras_probs, latency_runs):
     clf = loading.TFLiteClassifier(path, class_names, preprocessing.EVAL_CROP_FRACTION)
     probs = clf.predict_normalized(ver_inputs)
-    inp, out = clf._input, clf._output
+    inp, out = clf.input_details, clf.output_details
     entry = {"path": os.path.basename(path), "size_bytes": os.path.getsize(path),
              "input": {"dtype": np.dtype(inp["dtype"]).name,
                        "shape": [int(d) for d in inp["shape"]],

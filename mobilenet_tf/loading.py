@@ -84,9 +84,9 @@ class KerasClassifier(Classifier):
 
 
 class SavedModelClassifier(Classifier):
-    def __init__(self, path, loaded, class_names, image_size):
+    def __init__(self, path, loaded, class_names, image_size, crop_fraction):
         super().__init__(path=path, format="saved_model", class_names=class_names,
-                         image_size=image_size, crop_fraction=float("nan"))
+                         image_size=image_size, crop_fraction=crop_fraction)
         self._loaded = loaded  # keeps the variables alive
         self._fn = loaded.signatures[SAVED_MODEL_SIGNATURE]
 
@@ -111,8 +111,12 @@ class TFLiteClassifier(Classifier):
         _check_num_classes(path, int(self._output["shape"][-1]), class_names)
 
     @property
-    def input_dtype(self):
-        return self._input["dtype"]
+    def input_details(self) -> dict:
+        return self._input
+
+    @property
+    def output_details(self) -> dict:
+        return self._output
 
     def quantize_input(self, image: np.ndarray) -> np.ndarray:
         """Normalized float32 [h, w, 3] -> the input tensor's dtype (quantized with the
@@ -241,7 +245,9 @@ def load_classifier(path: str, *, checkpoint: str = "best",
                              "mobilenet_tf.export")
         names = [n.decode() for n in loaded.class_names.numpy()]
         size = tuple(int(v) for v in loaded.image_size.numpy())
-        return SavedModelClassifier(path, loaded, names, size)
+        # the crop is part of the SavedModel's graph; crop_fraction cannot change it
+        return SavedModelClassifier(path, loaded, names, size,
+                                    float(loaded.crop_fraction.numpy()))
     # tflite
     from mobilenet_tf import tflite_metadata
 
