@@ -194,22 +194,23 @@ def write_saved_model(model, class_names, image_size, crop_fraction, top_k, path
     """The serving SavedModel at ``path``, written to a temp dir first."""
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp.", dir=parent)
+    labels_dir = tempfile.mkdtemp(prefix=".labels.", dir=parent)
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
-        labels_tmp = os.path.join(tempfile.mkdtemp(dir=parent, prefix=".labels."),
-                                  labels_lib.LABELS_FILE)
-        labels_lib.write_labels(labels_tmp, class_names)
+        labels_path = os.path.join(labels_dir, labels_lib.LABELS_FILE)
+        labels_lib.write_labels(labels_path, class_names)  # becomes assets/labels.txt
         module = _ServingModule(model, class_names, image_size, crop_fraction, top_k,
-                                labels_tmp)
+                                labels_path)
         tf.saved_model.save(module, tmp, signatures={
             "serving_default": module.classify_images,
             "classify_images": module.classify_images,
             "classify_bytes": module.classify_bytes})
-        shutil.rmtree(os.path.dirname(labels_tmp), ignore_errors=True)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(labels_dir, ignore_errors=True)
 
 
 def write_tflite_source(model, image_size, path) -> None:
