@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Quiet TensorFlow's C++ logging and keep tests on the CPU.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
 CLASSES = ("red_square", "green_disc", "blue_bar")
 COLOURS = {"red_square": (220, 30, 30), "green_disc": (30, 200, 40), "blue_bar": (30, 40, 220)}
 IMAGE_SIZE = 64
