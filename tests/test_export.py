@@ -140,3 +140,26 @@ def test_config_errors_name_the_option(run_dir):
         exporter.export(exporter.ExportConfig(workdir=run_dir, quantize=("int4",)))
     with pytest.raises(ValueError, match="int8_io"):
         exporter.export(exporter.ExportConfig(workdir=run_dir, int8_io="int16"))
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "model.tflite"
+    exporter.atomic_write_bytes(str(target), b"old model")
+    with pytest.raises(TypeError):
+        exporter.atomic_write_bytes(str(target), "not bytes")  # fails inside the write
+    assert target.read_bytes() == b"old model"
+    assert os.listdir(tmp_path) == ["model.tflite"]  # no temporary file left
+
+
+def test_reexport_replaces_the_saved_model_whole(run_dir, tmp_path):
+    stale = tmp_path / "saved_model" / "stale_file"
+    stale.parent.mkdir()
+    stale.write_text("from an older export")
+    report = exporter.export(exporter.ExportConfig(
+        workdir=run_dir, export_dir=str(tmp_path), formats=("saved_model",),
+        verification_images=3, latency_runs=0))
+    assert not stale.exists()
+    assert os.path.exists(tmp_path / "saved_model" / "saved_model.pb")
+    assert report["saved_model"]["top1_agreement_with_keras"] == 1.0
+    assert report["tflite"] == {}
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
