@@ -331,8 +331,8 @@ def export(config: ExportConfig) -> dict:
 
     # Held-out images, preprocessed once for Keras and the TFLite models.
     ver_source = images_lib.ImageSource(dataset, verification_split, data_dir, data_cfg)
-    ver_images, ver_labels = images_lib.load_images(ver_source, config.verification_images,
-                                                    class_names, image_size)
+    ver_images, ver_labels = _load(ver_source, config.verification_images, class_names,
+                                   image_size, "verification_split")
     ver_inputs = np.stack([keras_clf.preprocess(im) for im in ver_images])
     keras_probs = keras_clf.predict_normalized(ver_inputs)
 
@@ -364,8 +364,8 @@ def export(config: ExportConfig) -> dict:
         if "int8" in config.quantize:
             cal_source = images_lib.ImageSource(dataset, calibration_split, data_dir,
                                                 data_cfg)
-            cal_images, _ = images_lib.load_images(cal_source, config.representative_images,
-                                                   class_names, image_size)
+            cal_images, _ = _load(cal_source, config.representative_images, class_names,
+                                  image_size, "calibration_split")
             calibration = np.stack([keras_clf.preprocess(im) for im in cal_images])
             report["calibration"] = {"dataset": dataset, "split": calibration_split,
                                      "num_images": len(cal_images)}
@@ -381,6 +381,15 @@ def export(config: ExportConfig) -> dict:
             "export verification failed: " + "; ".join(failures) +
             f" (details in {os.path.join(export_dir, REPORT_MD)})")
     return report
+
+
+def _load(source, limit, class_names, image_size, flag):
+    try:
+        return images_lib.load_images(source, limit, class_names, image_size)
+    except ValueError as e:
+        raise ValueError(f"{e} (export reads {flag}={source.split!r} of dataset "
+                         f"{source.dataset!r}; set --{flag} / --dataset to a split that "
+                         "exists)") from None
 
 
 def _export_tflite(config, model, class_names, image_size, export_dir, calibration,
@@ -438,10 +447,19 @@ def _default_name(model) -> str:
     return f"MobileNet v1 {model.name}"
 
 
+_PRECISION_TEXT = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights, float32 activations",
+    "dynamic": "int8 weights, float32 activations (dynamic range quantization)",
+    "int8": "int8 weights (per channel) and activations (full integer quantization)",
+}
+
+
 def _description(label, num_classes, image_size, int8_io) -> str:
     io = (f"{int8_io} input/output" if label == "int8" else "float32 input/output")
     return (f"MobileNet v1 image classifier over {num_classes} classes "
-            f"(labels.txt), {label} weights, {io}, input {image_size[0]}x{image_size[1]} "
+            f"(labels.txt), {_PRECISION_TEXT[label]}, {io}, input "
+            f"{image_size[0]}x{image_size[1]} "
             f"RGB normalized as (pixel - {preprocessing.MEAN}) / {preprocessing.STD}. "
             "Exported by mobilenet_tf.")
 
