@@ -488,6 +488,15 @@ def _checks(config: ExportConfig, report: dict) -> list[dict]:
                                    f"p_keras| {sm['max_abs_prob_diff']:.2e}")})
     int8 = report["tflite"].get("int8")
     ref = f32 or None
+    if int8 and int8["input"]["dtype"] == "uint8":
+        scale, zero_point = int8["input"]["quantization"]
+        raw = (abs(scale * preprocessing.STD - 1) < 1e-3
+               and abs(zero_point - preprocessing.MEAN) <= 0.5)
+        checks.append({
+            "name": "int8 uint8 input takes raw pixels", "fatal": True, "passed": bool(raw),
+            "message": (f"int8 input quantization scale {scale:.6f} zero point {zero_point:g}"
+                        f" (raw pixels need 1/{preprocessing.STD:g} and "
+                        f"{preprocessing.MEAN:g} +- 0.5, as MediaPipe feeds uint8 models)")})
     if int8:
         ref_top1 = ref["top1"] if ref else report["keras"]["top1"]
         change = 100 * (int8["top1"] - ref_top1)
