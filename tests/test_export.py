@@ -163,3 +163,22 @@ def test_reexport_replaces_the_saved_model_whole(run_dir, tmp_path):
     assert report["saved_model"]["top1_agreement_with_keras"] == 1.0
     assert report["tflite"] == {}
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_int8_weights_are_quantized_per_channel(exported):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = open(os.path.join(exported[0], "model_int8.tflite"), "rb").read()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    graph = model.subgraphs[0]
+    convs = [op for op in graph.operators
+             if codes[op.opcodeIndex] in (schema.BuiltinOperator.CONV_2D,
+                                          schema.BuiltinOperator.DEPTHWISE_CONV_2D)]
+    assert len(convs) == 28  # conv1, 13 depthwise, 13 pointwise, the 1x1 classifier
+    for op in convs:
+        weights = graph.tensors[op.inputs[1]]
+        assert weights.type == schema.TensorType.INT8
+        out_channels = weights.shape[0] if codes[op.opcodeIndex] == schema.BuiltinOperator.CONV_2D \
+            else weights.shape[-1]
+        assert len(weights.quantization.scale) == out_channels > 1
