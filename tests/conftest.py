@@ -1,5 +1,157 @@
+"""Shared fixtures: a small, really trained run directory and the images it learned.
+
+The run directory has the layout training writes (CONTRACT.md): best.keras, final.keras,
+labels.txt, config.json. The model is a tiny MobileNet (alpha 0.25, 64x64) trained with
+``model.fit`` to tell apart coloured shapes drawn on noisy backgrounds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
 import os
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
 
 # Quiet TensorFlow's C++ logging and keep tests on the CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+CLASSES = ("red_square", "green_disc", "blue_bar")
+COLOURS = {"red_square": (220, 30, 30), "green_disc": (30, 200, 40), "blue_bar": (30, 40, 220)}
+IMAGE_SIZE = 64
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGENETTE_TAR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data",
+                              "imagenette-224-train.tar")
+
+
+def draw_shape(cls: str, rng: np.random.Generator, size=(80, 96)) -> np.ndarray:
+    """A uint8 RGB image: noisy grey background with one coloured shape of class ``cls``."""
+    h, w = size
+    img = rng.integers(60, 190, size=(h, w, 3)).astype(np.float32)
+    img = img * 0.3 + rng.integers(60, 190, size=(1, 1, 3)) * 0.7
+    cy, cx = h // 2 + rng.integers(-6, 7), w // 2 + rng.integers(-6, 7)
+    r = int(rng.integers(min(h, w) // 5, min(h, w) // 3))
+    yy, xx = np.mgrid[:h, :w]
+    if cls == "red_square":
+        mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+    elif cls == "green_disc":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    else:
+        mask = (abs(yy - cy) <= r // 3) & (abs(xx - cx) <= r * 1.4)
+    colour = np.array(COLOURS[cls]) + rng.integers(-20, 21, size=3)
+    img[mask] = colour
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(root: str, per_class: int, seed: int, fmt: str = "JPEG") -> None:
+    rng = np.random.default_rng(seed)
+    for cls in CLASSES:
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+        for i in range(per_class):
+            ext = "jpg" if fmt == "JPEG" else "png"
+            Image.fromarray(draw_shape(cls, rng)).save(
+                os.path.join(root, cls, f"{cls}_{i:03d}.{ext}"), format=fmt)
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory) -> str:
+    """folder dataset: ROOT/train/<class>/*.jpg and ROOT/validation/<class>/*.jpg."""
+    root = str(tmp_path_factory.mktemp("shapes"))
+    write_image_folder(os.path.join(root, "train"), per_class=60, seed=1)
+    write_image_folder(os.path.join(root, "validation"), per_class=8, seed=2)
+    return root
+
+
+def _load_normalized(folder: str):
+    from mobilenet_tf.data import preprocessing
+
+    xs, ys = [], []
+    for label, cls in enumerate(CLASSES):
+        for f in sorted(os.listdir(os.path.join(folder, cls))):
+            img = np.asarray(Image.open(os.path.join(folder, cls, f)).convert("RGB"))
+            xs.append(preprocessing.eval_preprocess(img, (IMAGE_SIZE, IMAGE_SIZE)).numpy())
+            ys.append(label)
+    return np.stack(xs), np.asarray(ys)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, image_root) -> str:
+    """A finished run directory with a model trained on the shapes (about 15 s)."""
+    import keras
+
+    from mobilenet_tf.data import labels as labels_lib
+    from mobilenet_tf.model import mobilenet_v1
+
+    keras.utils.set_random_seed(0)
+    model = mobilenet_v1(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.25,
+                         num_classes=len(CLASSES), dropout=0.0)
+    for layer in model.layers:  # short training: let BN moving statistics catch up
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.6
+    x, y = _load_normalized(os.path.join(image_root, "train"))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=30, epochs=12, shuffle=True, verbose=0)
+    # Set the BN moving statistics to the exact training-set statistics (one full batch
+    # with momentum 0), so eval-mode predictions match what was learned.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(x, training=True)
+
+    run = str(tmp_path_factory.mktemp("run"))
+    model.save(os.path.join(run, "best.keras"))
+    model.save(os.path.join(run, "final.keras"))
+    labels_lib.write_labels(os.path.join(run, "labels.txt"), CLASSES)
+    config = {"model": {"alpha": 0.25, "input_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
+                        "variant": "mobilenet", "depth_multiplier": 1, "dropout": 0.0,
+                        "num_classes": len(CLASSES)},
+              "data": {"dataset": f"folder:{image_root}", "image_size": [IMAGE_SIZE, IMAGE_SIZE],
+                       "crop_fraction": 0.875}}
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    return run
+
+
+@pytest.fixture(scope="session")
+def real_jpegs(tmp_path_factory, image_root) -> list[str]:
+    """A few real photos (Imagenette) when the tarball is there, else the test's JPEGs."""
+    if not os.path.exists(IMAGENETTE_TAR):
+        folder = os.path.join(image_root, "validation")
+        return sorted(os.path.join(folder, c, f) for c in CLASSES
+                      for f in os.listdir(os.path.join(folder, c)))[:12]
+    out = str(tmp_path_factory.mktemp("imagenette"))
+    paths = []
+    with tarfile.open(IMAGENETTE_TAR) as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".JPEG"):
+                data = tar.extractfile(member).read()
+                path = os.path.join(out, os.path.basename(member.name))
+                with open(path, "wb") as f:
+                    f.write(data)
+                paths.append(path)
+                if len(paths) == 12:
+                    break
+    return paths
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def exported(run_dir, tmp_path_factory) -> tuple[str, dict]:
+    """The run exported to every format (export dir, report)."""
+    from mobilenet_tf import exporter
+
+    export_dir = str(tmp_path_factory.mktemp("export"))
+    report = exporter.export(exporter.ExportConfig(
+        workdir=run_dir, export_dir=export_dir, representative_images=30,
+        verification_images=24, latency_runs=3))
+    return export_dir, report

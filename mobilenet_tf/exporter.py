@@ -1,0 +1,561 @@
+"""Export a training run for serving and for phones, and prove every export against Keras.
+
+``export(ExportConfig(workdir=RUN))`` reads ``RUN/best.keras`` (or ``final.keras``),
+``labels.txt`` and ``config.json`` and writes into ``RUN/export`` (or ``export_dir``):
+
+    saved_model/                 SavedModel; signatures ``serving_default`` =
+                                 ``classify_images`` (uint8 [N,H,W,3], any H, W) and
+                                 ``classify_bytes`` (string [N], JPEG/PNG/BMP/GIF bytes);
+                                 outputs ``classes`` int32 [N,k], ``labels`` string [N,k],
+                                 ``scores`` float32 [N,k], ``probabilities`` float32 [N,C];
+                                 eval preprocessing in the graph; assets/labels.txt
+    model_float32.tflite         input float32 [1,h,w,3] normalized (x - MEAN) / STD
+    model_float16.tflite         float16 weights, float32 input/output
+    model_dynamic.tflite         int8 weights, float activations (dynamic range)
+    model_int8.tflite            full integer: int8 weights (per channel) and activations,
+                                 uint8 (default) or float32 input/output
+    labels.txt
+    export_report.json / .md     verification of every export against Keras
+
+Every .tflite carries TFLite Model Metadata (``mobilenet_tf.tflite_metadata``) so MediaPipe
+Tasks ImageClassifier loads it unchanged. Files appear atomically (temp file/dir, then
+``os.replace``). After writing, each export runs on ``verification_images`` held-out images
+(LiteRT interpreter for .tflite); the export fails (``ExportVerificationError``, report
+still written) when float32 TFLite disagrees with Keras beyond the tolerances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import mobilenet_tf
+from mobilenet_tf import evaluation
+from mobilenet_tf import images as images_lib
+from mobilenet_tf import loading
+from mobilenet_tf import tflite_metadata
+from mobilenet_tf.data import labels as labels_lib
+from mobilenet_tf.data import preprocessing
+
+FORMATS = ("saved_model", "tflite")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
+INT8_IO_TYPES = ("uint8", "float32")
+TFLITE_NAMES = {"none": "model_float32.tflite", "float16": "model_float16.tflite",
+                "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+QUANT_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+SAVED_MODEL_DIR = "saved_model"
+REPORT_JSON = "export_report.json"
+REPORT_MD = "export_report.md"
+LATENCY_THREADS = (1, 2)
+
+
+class ExportVerificationError(RuntimeError):
+    """An exported model does not reproduce the Keras model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    workdir: str
+    export_dir: str | None = None  # default: WORKDIR/export
+    checkpoint: str = "best"  # best | final
+    formats: tuple[str, ...] = FORMATS
+    quantize: tuple[str, ...] = QUANTIZATIONS
+    representative_images: int = 200  # int8 calibration images (training split)
+    verification_images: int = 200  # held-out images for the verification
+    int8_io: str = "uint8"  # int8 model input/output type: uint8 | float32
+    top_k: int = 5  # SavedModel outputs
+    dataset: str | None = None  # default: the run's config["data"]["dataset"]
+    data_dir: str | None = None
+    calibration_split: str | None = None  # default: the run's train split, else train
+    verification_split: str | None = None  # default: the run's eval split, else validation
+    latency_runs: int = 30  # timed invocations per model and thread count (0: skip)
+    min_float32_agreement: float = 0.99  # fail below this top-1 agreement with Keras
+    max_float32_prob_diff: float = 1e-3  # fail above this max |p_tflite - p_keras|
+    model_name: str = ""  # TFLite metadata name (default derived from the model)
+    model_version: str = ""  # default: "mobilenet_tf <version> <run name>"
+    author: str = ""
+    license: str = ""
+
+    def validate(self):
+        for name, values, valid in (("formats", self.formats, FORMATS),
+                                    ("quantize", self.quantize, QUANTIZATIONS)):
+            if not values or any(v not in valid for v in values):
+                raise ValueError(f"{name}={','.join(values)}; valid values (comma "
+                                 f"separated, at least one): {','.join(valid)}")
+        if self.int8_io not in INT8_IO_TYPES:
+            raise ValueError(f"int8_io={self.int8_io!r}; valid values: {INT8_IO_TYPES}")
+        if self.checkpoint not in loading.CHECKPOINTS:
+            raise ValueError(f"checkpoint={self.checkpoint!r}; valid values: "
+                             f"{sorted(loading.CHECKPOINTS)}")
+        if "tflite" in self.formats and "int8" in self.quantize and self.representative_images < 1:
+            raise ValueError("representative_images must be >= 1 for int8 quantization")
+        if self.verification_images < 1:
+            raise ValueError("verification_images must be >= 1")
+        if self.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+
+
+# ----------------------------------------------------------------------------- writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes ``payload`` to ``path`` so that ``path`` is either the old or the new file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _replace_dir(tmp_dir: str, final_dir: str) -> None:
+    """Moves a finished ``tmp_dir`` to ``final_dir`` (replacing an older one)."""
+    old = None
+    if os.path.exists(final_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.old.",
+                               dir=os.path.dirname(final_dir))
+        os.rmdir(old)
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- graphs
+class _ServingModule(tf.Module):
+    """The Keras model with eval preprocessing and top-k post-processing in the graph."""
+
+    def __init__(self, model, class_names, image_size, crop_fraction, top_k, labels_path):
+        super().__init__(name="mobilenet_classifier")
+        self.model = model
+        self.class_names = tf.Variable(class_names, trainable=False, dtype=tf.string,
+                                       name="class_names")
+        self.image_size = tf.Variable(list(image_size), trainable=False, dtype=tf.int32,
+                                      name="image_size")
+        self.crop_fraction = tf.Variable(crop_fraction, trainable=False, dtype=tf.float32,
+                                         name="crop_fraction")
+        self.labels_file = tf.saved_model.Asset(labels_path)
+        self._size = tuple(int(v) for v in image_size)
+        self._crop = float(crop_fraction)
+        self._k = min(int(top_k), len(class_names))
+
+    def _classify(self, inputs):
+        probs = self.model(inputs, training=False)
+        scores, classes = tf.math.top_k(probs, k=self._k)
+        return {"classes": classes, "labels": tf.gather(self.class_names, classes),
+                "scores": scores, "probabilities": probs}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                name="images")])
+    def classify_images(self, images):
+        return self._classify(preprocessing.eval_preprocess(images, self._size, self._crop))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def classify_bytes(self, image_bytes):
+        h, w = self._size
+
+        def one(encoded):
+            return preprocessing.eval_preprocess(preprocessing.decode_image(encoded),
+                                                 self._size, self._crop)
+
+        inputs = tf.map_fn(one, image_bytes,
+                           fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
+        return self._classify(inputs)
+
+
+def write_saved_model(model, class_names, image_size, crop_fraction, top_k, path) -> None:
+    """The serving SavedModel at ``path``, written to a temp dir first."""
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp.", dir=parent)
+    labels_dir = tempfile.mkdtemp(prefix=".labels.", dir=parent)
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
+        labels_path = os.path.join(labels_dir, labels_lib.LABELS_FILE)
+        labels_lib.write_labels(labels_path, class_names)  # becomes assets/labels.txt
+        module = _ServingModule(model, class_names, image_size, crop_fraction, top_k,
+                                labels_path)
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": module.classify_images,
+            "classify_images": module.classify_images,
+            "classify_bytes": module.classify_bytes})
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(labels_dir, ignore_errors=True)
+
+
+def write_tflite_source(model, image_size, path) -> None:
+    """What the TFLite converter reads: a SavedModel with one normalized image
+    [1, h, w, 3] in and the probabilities out. Written with Keras' own exporter, which
+    lets the converter freeze the Keras 3 variables into constants (a plain
+    ``tf.Module`` around the model leaves them as uninitialized resource variables)."""
+    h, w = image_size
+    model.export(path, format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
+
+
+def convert_tflite(source_dir: str, quantization: str, calibration=None,
+                   int8_io: str = "uint8") -> bytes:
+    """TFLite flatbuffer (no metadata) from the converter SavedModel ``source_dir``.
+    ``calibration``: normalized float32 images [n, h, w, 3] for int8."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(source_dir)
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if calibration is None or not len(calibration):
+            raise ValueError("int8 quantization needs calibration images")
+        calibration = np.array(calibration, np.float32, copy=True)
+        # Pin the calibrated input range to the full normalized range [-1, 1] (the
+        # images may not reach it), so that a uint8 input tensor holds plain pixel
+        # values: q = x * STD + MEAN, which is what MediaPipe feeds a uint8 model.
+        lo = (0.0 - preprocessing.MEAN) / preprocessing.STD
+        hi = (255.0 - preprocessing.MEAN) / preprocessing.STD
+        calibration[0, 0, 0, :] = lo
+        calibration[0, 0, -1, :] = hi
+
+        def representative_dataset():
+            for image in calibration:
+                yield [image[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = tf.uint8 if int8_io == "uint8" else tf.float32
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    elif quantization != "none":
+        raise ValueError(f"quantize={quantization!r}; valid values: {QUANTIZATIONS}")
+    return converter.convert()
+
+
+# ----------------------------------------------------------------------------- verification
+def _latency_ms(path: str, threads: int, runs: int) -> float | None:
+    if runs <= 0:
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    x = np.zeros(detail["shape"], detail["dtype"])
+    for _ in range(3):
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        interpreter.set_tensor(detail["index"], x)
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def _compare(probs, keras_probs, labels) -> dict:
+    top1 = np.argmax(probs, 1)
+    keras_top1 = np.argmax(keras_probs, 1)
+    return {"top1": float(np.mean(top1 == labels)),
+            "top1_agreement_with_keras": float(np.mean(top1 == keras_top1)),
+            "max_abs_prob_diff": float(np.max(np.abs(probs - keras_probs)))}
+
+
+def _dir_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+# ----------------------------------------------------------------------------- main entry
+def _run_split(config: dict, key: str, default: str) -> str:
+    """A split recorded in the run's config.json (``train.eval_split``, ...)."""
+    for section in (config, config.get("train") or {}, config.get("data") or {}):
+        if isinstance(section, dict) and section.get(key):
+            return str(section[key])
+    return default
+
+
+def export(config: ExportConfig) -> dict:
+    """Exports and verifies; returns the report (also written to the export dir)."""
+    config.validate()
+    checkpoint_path = loading.run_checkpoint(config.workdir, config.checkpoint)
+    class_names = labels_lib.read_labels(config.workdir)
+    run_config = loading.read_run_config(config.workdir)
+    crop = loading.run_crop_fraction(run_config)
+    data_cfg = dict(run_config.get("data") or {})
+    dataset = config.dataset or data_cfg.get("dataset")
+    if not dataset:
+        raise ValueError(f"no dataset for calibration/verification images: "
+                         f"{config.workdir}/config.json has no data.dataset; pass --dataset")
+    data_dir = config.data_dir if config.data_dir is not None else data_cfg.get("data_dir")
+    verification_split = (config.verification_split
+                          or _run_split(run_config, "eval_split", "validation"))
+    calibration_split = (config.calibration_split
+                         or _run_split(run_config, "train_split", "train"))
+
+    model = loading.load_keras_model(checkpoint_path)
+    keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop)
+    image_size = keras_clf.image_size
+    export_dir = config.export_dir or os.path.join(config.workdir, "export")
+    os.makedirs(export_dir, exist_ok=True)
+    labels_lib.write_labels(os.path.join(export_dir, labels_lib.LABELS_FILE), class_names)
+
+    # Held-out images, preprocessed once for Keras and the TFLite models.
+    ver_source = images_lib.ImageSource(dataset, verification_split, data_dir, data_cfg)
+    ver_images, ver_labels = _load(ver_source, config.verification_images, class_names,
+                                   image_size, "verification_split")
+    ver_inputs = np.stack([keras_clf.preprocess(im) for im in ver_images])
+    keras_probs = keras_clf.predict_normalized(ver_inputs)
+
+    report = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "workdir": os.path.abspath(config.workdir),
+        "checkpoint": os.path.abspath(checkpoint_path),
+        "export_dir": os.path.abspath(export_dir),
+        "image_size": list(image_size), "num_classes": len(class_names),
+        "crop_fraction": crop,
+        "normalization": {"mean": preprocessing.MEAN, "std": preprocessing.STD},
+        "verification": {"dataset": dataset, "split": verification_split,
+                         "num_images": len(ver_images)},
+        "keras": {"top1": float(np.mean(np.argmax(keras_probs, 1) == ver_labels)),
+                  "size_bytes": os.path.getsize(checkpoint_path)},
+        "saved_model": None, "tflite": {}, "calibration": None,
+    }
+
+    if "saved_model" in config.formats:
+        path = os.path.join(export_dir, SAVED_MODEL_DIR)
+        write_saved_model(model, class_names, image_size, crop, config.top_k, path)
+        sm = loading.load_classifier(path)
+        sm_probs = sm.predict_proba(ver_images)
+        report["saved_model"] = {"path": SAVED_MODEL_DIR, "size_bytes": _dir_size(path),
+                                 **_compare(sm_probs, keras_probs, ver_labels)}
+
+    if "tflite" in config.formats:
+        calibration = None
+        if "int8" in config.quantize:
+            cal_source = images_lib.ImageSource(dataset, calibration_split, data_dir,
+                                                data_cfg)
+            cal_images, _ = _load(cal_source, config.representative_images, class_names,
+                                  image_size, "calibration_split")
+            calibration = np.stack([keras_clf.preprocess(im) for im in cal_images])
+            report["calibration"] = {"dataset": dataset, "split": calibration_split,
+                                     "num_images": len(cal_images)}
+        report["tflite"] = _export_tflite(config, model, class_names, image_size, export_dir,
+                                          calibration, ver_inputs, ver_labels, keras_probs)
+
+    report["checks"] = _checks(config, report)
+    atomic_write_text(os.path.join(export_dir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
+    atomic_write_text(os.path.join(export_dir, REPORT_MD), format_report(report))
+    failures = [c["message"] for c in report["checks"] if not c["passed"] and c["fatal"]]
+    if failures:
+        raise ExportVerificationError(
+            "export verification failed: " + "; ".join(failures) +
+            f" (details in {os.path.join(export_dir, REPORT_MD)})")
+    return report
+
+
+def _load(source, limit, class_names, image_size, flag):
+    try:
+        return images_lib.load_images(source, limit, class_names, image_size)
+    except ValueError as e:
+        raise ValueError(f"{e} (export reads {flag}={source.split!r} of dataset "
+                         f"{source.dataset!r}; set --{flag} / --dataset to a split that "
+                         "exists)") from None
+
+
+def _export_tflite(config, model, class_names, image_size, export_dir, calibration,
+                   ver_inputs, ver_labels, keras_probs) -> dict:
+    results = {}
+    source_dir = tempfile.mkdtemp(prefix=".tflite_source.", dir=export_dir)
+    try:
+        write_tflite_source(model, image_size, source_dir)
+        for quant in config.quantize:
+            flat = convert_tflite(source_dir, quant, calibration, config.int8_io)
+            label = QUANT_LABELS[quant]
+            name = config.model_name or _default_name(model)
+            version = config.model_version or (
+                f"mobilenet_tf {mobilenet_tf.__version__} "
+                f"{os.path.basename(os.path.abspath(config.workdir))}")
+            with_md = tflite_metadata.add_image_classifier_metadata(
+                flat, labels=class_names, mean=[preprocessing.MEAN] * 3,
+                std=[preprocessing.STD] * 3, name=f"{name} {label}",
+                description=_description(label, len(class_names), image_size, config.int8_io),
+                version=version, author=config.author, license=config.license)
+            path = os.path.join(export_dir, TFLITE_NAMES[quant])
+            atomic_write_bytes(path, with_md)
+            results[label] = _verify_tflite(path, class_names, ver_inputs, ver_labels,
+                                            keras_probs, config.latency_runs)
+    finally:
+        shutil.rmtree(source_dir, ignore_errors=True)
+    return results
+
+
+def _verify_tflite(path, class_names, ver_inputs, ver_labels, keras_probs, latency_runs):
+    clf = loading.TFLiteClassifier(path, class_names, preprocessing.EVAL_CROP_FRACTION)
+    probs = clf.predict_normalized(ver_inputs)
+    inp, out = clf.input_details, clf.output_details
+    entry = {"path": os.path.basename(path), "size_bytes": os.path.getsize(path),
+             "input": {"dtype": np.dtype(inp["dtype"]).name,
+                       "shape": [int(d) for d in inp["shape"]],
+                       "quantization": [float(v) for v in inp["quantization"]]},
+             "output": {"dtype": np.dtype(out["dtype"]).name,
+                        "quantization": [float(v) for v in out["quantization"]]},
+             **_compare(probs, keras_probs, ver_labels),
+             "latency_ms": {str(t): _latency_ms(path, t, latency_runs)
+                            for t in LATENCY_THREADS}}
+    info = tflite_metadata.read_image_classifier_metadata(path)
+    entry["metadata"] = {"name": info.name, "version": info.version,
+                         "min_parser_version": info.min_parser_version,
+                         "mean": list(info.mean), "std": list(info.std),
+                         "num_labels": len(info.labels),
+                         "associated_files": list(info.associated_files)}
+    if list(info.labels) != list(class_names):
+        raise ExportVerificationError(f"{path}: labels in the metadata differ from labels.txt")
+    return entry
+
+
+def _default_name(model) -> str:
+    return f"MobileNet v1 {model.name}"
+
+
+_PRECISION_TEXT = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights, float32 activations",
+    "dynamic": "int8 weights, float32 activations (dynamic range quantization)",
+    "int8": "int8 weights (per channel) and activations (full integer quantization)",
+}
+
+
+def _description(label, num_classes, image_size, int8_io) -> str:
+    io = (f"{int8_io} input/output" if label == "int8" else "float32 input/output")
+    return (f"MobileNet v1 image classifier over {num_classes} classes "
+            f"(labels.txt), {_PRECISION_TEXT[label]}, {io}, input "
+            f"{image_size[0]}x{image_size[1]} "
+            f"RGB normalized as (pixel - {preprocessing.MEAN}) / {preprocessing.STD}. "
+            "Exported by mobilenet_tf.")
+
+
+def _checks(config: ExportConfig, report: dict) -> list[dict]:
+    checks = []
+    f32 = report["tflite"].get("float32")
+    if f32:
+        ok_agree = f32["top1_agreement_with_keras"] >= config.min_float32_agreement
+        ok_diff = f32["max_abs_prob_diff"] <= config.max_float32_prob_diff
+        checks.append({
+            "name": "float32 TFLite reproduces Keras", "fatal": True,
+            "passed": bool(ok_agree and ok_diff),
+            "message": (f"float32 TFLite top-1 agreement with Keras "
+                        f"{100 * f32['top1_agreement_with_keras']:.2f}% (min "
+                        f"{100 * config.min_float32_agreement:.2f}%), max |p - p_keras| "
+                        f"{f32['max_abs_prob_diff']:.2e} (max "
+                        f"{config.max_float32_prob_diff:.0e})")})
+    sm = report.get("saved_model")
+    if sm:
+        ok = (sm["top1_agreement_with_keras"] >= config.min_float32_agreement
+              and sm["max_abs_prob_diff"] <= config.max_float32_prob_diff)
+        checks.append({"name": "SavedModel reproduces Keras", "fatal": True, "passed": bool(ok),
+                       "message": (f"SavedModel top-1 agreement with Keras "
+                                   f"{100 * sm['top1_agreement_with_keras']:.2f}%, max |p - "
+                                   f"p_keras| {sm['max_abs_prob_diff']:.2e}")})
+    int8 = report["tflite"].get("int8")
+    ref = f32 or None
+    if int8 and int8["input"]["dtype"] == "uint8":
+        scale, zero_point = int8["input"]["quantization"]
+        raw = (abs(scale * preprocessing.STD - 1) < 1e-3
+               and abs(zero_point - preprocessing.MEAN) <= 0.5)
+        checks.append({
+            "name": "int8 uint8 input takes raw pixels", "fatal": True, "passed": bool(raw),
+            "message": (f"int8 input quantization scale {scale:.6f} zero point {zero_point:g}"
+                        f" (raw pixels need 1/{preprocessing.STD:g} and "
+                        f"{preprocessing.MEAN:g} +- 0.5, as MediaPipe feeds uint8 models)")})
+    if int8:
+        ref_top1 = ref["top1"] if ref else report["keras"]["top1"]
+        change = 100 * (int8["top1"] - ref_top1)
+        report["int8_top1_change_points"] = change
+        checks.append({"name": "int8 top-1 within 1.0 point of float", "fatal": False,
+                       "passed": bool(change >= -1.0),
+                       "message": f"int8 top-1 change vs float32: {change:+.2f} points"})
+        if f32:
+            size_ratio = int8["size_bytes"] / f32["size_bytes"]
+            checks.append({"name": "int8 size <= 0.3x float32", "fatal": False,
+                           "passed": bool(size_ratio <= 0.3),
+                           "message": f"int8/float32 size ratio {size_ratio:.3f}"})
+            lat8, lat32 = int8["latency_ms"].get("1"), f32["latency_ms"].get("1")
+            if lat8 and lat32:
+                checks.append({"name": "int8 latency <= 0.5x float32 (1 thread)",
+                               "fatal": False, "passed": bool(lat8 / lat32 <= 0.5),
+                               "message": f"int8/float32 median latency ratio "
+                                          f"{lat8 / lat32:.3f} (1 thread)"})
+    return checks
+
+
+def format_report(report: dict) -> str:
+    """The human-readable export_report.md."""
+    lines = ["# Export report", "",
+             f"- run: `{report['workdir']}`", f"- checkpoint: `{report['checkpoint']}`",
+             f"- created: {report['created']}",
+             f"- input: {report['image_size'][0]}x{report['image_size'][1]} RGB, "
+             f"(pixel - {report['normalization']['mean']}) / {report['normalization']['std']}, "
+             f"eval center crop {report['crop_fraction']}",
+             f"- verification: {report['verification']['num_images']} images of "
+             f"`{report['verification']['dataset']}` split `{report['verification']['split']}`"]
+    if report.get("calibration"):
+        c = report["calibration"]
+        lines.append(f"- int8 calibration: {c['num_images']} images of `{c['dataset']}` "
+                     f"split `{c['split']}`")
+    lines.append("")
+    if "int8_top1_change_points" in report:
+        change = report["int8_top1_change_points"]
+        lines += [f"**int8 top-1 change vs float32: {change:+.2f} points** "
+                  f"({'within' if change >= -1.0 else 'OUTSIDE'} the 1.0-point target)", ""]
+    lines += ["| model | top-1 | agreement with Keras | max abs prob diff | size (KiB) | "
+              "latency 1 thread (ms) | latency 2 threads (ms) |",
+              "|---|---|---|---|---|---|---|",
+              f"| Keras | {100 * report['keras']['top1']:.2f}% | - | - | "
+              f"{report['keras']['size_bytes'] / 1024:.0f} | - | - |"]
+    sm = report.get("saved_model")
+    if sm:
+        lines.append(f"| SavedModel | {100 * sm['top1']:.2f}% | "
+                     f"{100 * sm['top1_agreement_with_keras']:.2f}% | "
+                     f"{sm['max_abs_prob_diff']:.2e} | {sm['size_bytes'] / 1024:.0f} | - | - |")
+    for label, e in report["tflite"].items():
+        lat = [f"{e['latency_ms'][t]:.2f}" if e["latency_ms"].get(t) is not None else "-"
+               for t in ("1", "2")]
+        diff = f"{e['max_abs_prob_diff']:.2e}"
+        lines.append(f"| TFLite {label} (`{e['path']}`, {e['input']['dtype']} input) | "
+                     f"{100 * e['top1']:.2f}% | {100 * e['top1_agreement_with_keras']:.2f}% | "
+                     f"{diff} | {e['size_bytes'] / 1024:.0f} | {lat[0]} | {lat[1]} |")
+    lines += ["", "## Checks", ""]
+    for c in report.get("checks", []):
+        mark = "PASS" if c["passed"] else ("FAIL" if c["fatal"] else "MISSED (target)")
+        lines.append(f"- {mark}: {c['name']} — {c['message']}")
+    return "\n".join(lines) + "\n"
