@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m mobilenet_tf.benchmarks.<name>``."""

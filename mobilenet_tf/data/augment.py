@@ -1,0 +1,110 @@
+"""Train-time augmentation, all in-graph so it runs inside tf.data.
+
+Per image (stateless, driven by a per-element ``seed`` int64[2]):
+- :func:`random_resized_crop` -- Inception-style crop sampled with
+  ``tf.image.stateless_sample_distorted_bounding_box``; for JPEG only the crop window is
+  decoded (``tf.image.decode_and_crop_jpeg``), other formats are decoded then cropped;
+- :func:`random_flip`, :func:`color_jitter`;
+- :func:`randaugment_layer` -- ``keras.layers.RandAugment``.
+Per batch: :func:`mix_batch` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
+one-hot labels.
+
+Images stay float32 in [0, 255] here; :func:`preprocessing.normalize` comes last.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mobilenet_tf.data.preprocessing import decode_image
+
+_WHOLE_IMAGE = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+
+
+def _sub_seed(seed, k: int):
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), k)
+
+
+def _crop_window(image_shape, seed, area_range, aspect_range):
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape, bounding_boxes=_WHOLE_IMAGE, seed=seed, min_object_covered=0.0,
+        aspect_ratio_range=aspect_range, area_range=area_range, max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    return begin, size
+
+
+def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
+                        aspect_range=(3 / 4, 4 / 3), encoded=True):
+    """Random crop of ``area_range`` of the area and ``aspect_range`` width/height,
+    resized (bilinear) to ``size``; ``data`` is encoded bytes (``encoded=True``) or a
+    uint8 HxWx3 image. Returns float32 [h, w, 3] in [0, 255]."""
+    seed = _sub_seed(seed, 0)
+    area_range = tuple(float(a) for a in area_range)
+    aspect_range = tuple(float(a) for a in aspect_range)
+
+    def crop_decoded(image):
+        begin, crop = _crop_window(tf.shape(image), seed, area_range, aspect_range)
+        return tf.slice(image, begin, crop)
+
+    if encoded:
+        def jpeg():
+            begin, crop = _crop_window(tf.image.extract_jpeg_shape(data), seed, area_range,
+                                       aspect_range)
+            window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
+            return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+        image = tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_decoded(decode_image(data)))
+    else:
+        image = crop_decoded(data)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+
+
+def random_flip(image, seed):
+    return tf.image.stateless_random_flip_left_right(image, _sub_seed(seed, 1))
+
+
+def color_jitter(image, strength: float, seed):
+    """Brightness, contrast and saturation each scaled by U(1-s, 1+s); float [0, 255]."""
+    if strength <= 0:
+        return image
+    lo, hi = 1.0 - strength, 1.0 + strength
+    f = tf.random.stateless_uniform([3], _sub_seed(seed, 2), lo, hi)
+    image = image * f[0]
+    mean = tf.reduce_mean(image, axis=[0, 1, 2], keepdims=True)
+    image = (image - mean) * f[1] + mean
+    grey = tf.reduce_mean(image, axis=-1, keepdims=True)
+    image = (image - grey) * f[2] + grey
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def randaugment_layer(seed=None):
+    """``keras.layers.RandAugment`` for float images in [0, 255] (2 ops, factor 0.5)."""
+    import keras
+    return keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
+
+
+def mix_batch(images, labels, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+              seed=None):
+    """MixUp and/or CutMix (keras core layers) on a batch with one-hot ``labels``; when
+    both are on, each batch gets one of them with probability 1/2."""
+    import keras
+
+    def mixup(images, labels):
+        out = keras.layers.MixUp(alpha=mixup_alpha, seed=seed)(
+            {"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+
+    def cutmix(images, labels):
+        out = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed)(
+            {"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        return tf.cond(tf.random.uniform([]) < 0.5, lambda: mixup(images, labels),
+                       lambda: cutmix(images, labels))
+    if mixup_alpha > 0:
+        return mixup(images, labels)
+    if cutmix_alpha > 0:
+        return cutmix(images, labels)
+    return images, labels

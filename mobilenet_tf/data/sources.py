@@ -1,0 +1,518 @@
+"""Data sources: ``--dataset`` spec parsing and the four kinds of source.
+
+A source knows its class list and example count (computed eagerly, so that every error
+surfaces before training starts) and yields one epoch of raw records,
+``(data, label int32, name string)``, for one input-pipeline shard:
+
+- ``folder:PATH``   -- ``PATH/<split>/<class>/*.{jpg,jpeg,png,bmp,gif}`` (any case);
+                       data = encoded bytes, name = the file path.
+- ``tfrecord:GLOB`` -- TF-Example files with ``image/encoded`` and ``image/class/label``
+                       (``label_offset`` subtracted); data = encoded bytes, name =
+                       ``FILE#RECORD``.
+- ``tfds:NAME[/CONFIG]`` -- any TensorFlow Datasets dataset with ``image`` and ``label``
+                       features, read with the image left encoded; name = tfds id.
+- ``synthetic``     -- :mod:`mobilenet_tf.data.synthetic`; data = uint8 images.
+
+Splits are a split name of the source, optionally sliced per class with a seeded
+permutation: ``train[:90%]`` / ``train[90%:]`` (folder, tfrecord, synthetic); tfds sources
+pass the split string straight to tfds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import zlib
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mobilenet_tf.data import synthetic
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+DATASET_FORMS = "'synthetic', 'tfds:NAME[/CONFIG]', 'folder:PATH' or 'tfrecord:GLOB'"
+SPLIT_PLACEHOLDER = "{split}"
+
+
+# --------------------------------------------------------------------------- specs
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    kind: str  # "synthetic" | "tfds" | "folder" | "tfrecord"
+    name: Optional[str] = None  # tfds name
+    config: Optional[str] = None  # tfds config
+    path: Optional[str] = None  # folder path or tfrecord glob
+
+
+def parse_dataset_spec(spec: str) -> DatasetSpec:
+    """Parses a ``--dataset`` value; a malformed one raises ValueError naming the flag."""
+    if not isinstance(spec, str):
+        raise ValueError(f"--dataset must be a string ({DATASET_FORMS}), got {spec!r}")
+    s = spec.strip()
+    if s == "synthetic":
+        return DatasetSpec("synthetic")
+    kind, sep, rest = s.partition(":")
+    if not sep or kind not in ("tfds", "folder", "tfrecord"):
+        raise ValueError(f"--dataset={spec!r} is malformed: use {DATASET_FORMS}")
+    if not rest:
+        raise ValueError(f"--dataset={spec!r} is malformed: nothing after '{kind}:'; "
+                         f"use {DATASET_FORMS}")
+    if kind == "tfds":
+        m = re.fullmatch(r"([a-z0-9_]+)(?:/([A-Za-z0-9_.\-]+))?(?::[0-9.]+)?", rest)
+        if not m:
+            raise ValueError(f"--dataset={spec!r} is malformed: tfds datasets are written "
+                             "'tfds:NAME' or 'tfds:NAME/CONFIG' (e.g. "
+                             "'tfds:imagenette/160px-v2')")
+        return DatasetSpec("tfds", name=m.group(1), config=m.group(2))
+    return DatasetSpec(kind, path=rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    name: str
+    start: Optional[float] = None  # percent
+    end: Optional[float] = None
+
+    @property
+    def sliced(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    def select(self, n: int) -> slice:
+        a = 0 if self.start is None else int(round(n * self.start / 100))
+        b = n if self.end is None else int(round(n * self.end / 100))
+        return slice(a, b)
+
+
+def parse_split(split: str, dataset: str) -> SplitSpec:
+    """``NAME`` or ``NAME[a%:b%]`` (either bound optional, 0 <= a <= b <= 100)."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_\-]+)\s*(?:\[\s*(?:(\d+(?:\.\d+)?)%)?\s*:\s*"
+                     r"(?:(\d+(?:\.\d+)?)%)?\s*\])?\s*", split or "")
+    if not m:
+        raise ValueError(f"split {split!r} for --dataset={dataset} is malformed: use NAME or "
+                         "NAME[a%:b%] with percentages (e.g. 'train', 'train[:90%]', "
+                         "'train[90%:]')")
+    start = float(m.group(2)) if m.group(2) is not None else None
+    end = float(m.group(3)) if m.group(3) is not None else None
+    if (start or 0) > (100 if end is None else end) or (end is not None and end > 100):
+        raise ValueError(f"split {split!r} for --dataset={dataset}: need 0 <= a <= b <= 100 "
+                         "in NAME[a%:b%]")
+    return SplitSpec(m.group(1), start, end)
+
+
+def _class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpec,
+                           seed: int, class_keys: Sequence[str]) -> np.ndarray:
+    """Indices (sorted) kept by a per-class seeded percent slice."""
+    if not split.sliced:
+        return np.arange(len(labels))
+    keep = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        rng = np.random.default_rng([int(seed), zlib.crc32(str(class_keys[c]).encode())])
+        keep.append(members[rng.permutation(len(members))][split.select(len(members))])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros([0], np.int64)
+
+
+def _remap_to(class_names, source_names, where):
+    """Index map source class -> position in the fixed ``class_names``."""
+    index = {n: i for i, n in enumerate(class_names)}
+    missing = [n for n in source_names if n not in index]
+    if missing:
+        raise ValueError(f"{where} has classes not in the fixed class list of "
+                         f"{len(class_names)} training classes (labels.txt): "
+                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    return np.array([index[n] for n in source_names], np.int32)
+
+
+def _shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
+    return np.arange(shard_index, n, num_shards)
+
+
+# --------------------------------------------------------------------------- sources
+class Source:
+    """Base: class list, example count, and one epoch of raw records per shard."""
+
+    encoded: bool = True  # records hold encoded bytes (else uint8 images)
+    class_names: list
+    num_examples: int
+
+    def dataset(self, num_shards: int = 1, shard_index: int = 0, shuffle: bool = False,
+                seed: int = 0) -> tf.data.Dataset:
+        raise NotImplementedError
+
+
+class FolderSource(Source):
+    def __init__(self, root: str, split: str, seed: int = 0, class_names=None):
+        spec = f"folder:{root}"
+        self.split = parse_split(split, spec)
+        if not tf.io.gfile.isdir(root):
+            raise ValueError(f"--dataset={spec}: folder {root} does not exist")
+        split_dir = os.path.join(root, self.split.name)
+        if not tf.io.gfile.isdir(split_dir):
+            have = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
+                          if tf.io.gfile.isdir(os.path.join(root, d)))
+            raise ValueError(f"--dataset={spec}: split folder {split_dir} does not exist; "
+                             f"the layout is PATH/<split>/<class>/<image>, and {root} has "
+                             f"split folders {have}")
+        classes = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(split_dir)
+                         if not d.startswith(".")
+                         and tf.io.gfile.isdir(os.path.join(split_dir, d)))
+        if not classes:
+            raise ValueError(f"--dataset={spec}: {split_dir} has no class sub-folders; the "
+                             "layout is PATH/<split>/<class>/<image>")
+        paths, labels, ignored = [], [], 0
+        for c, name in enumerate(classes):
+            class_dir = os.path.join(split_dir, name)
+            files = sorted(f for f in tf.io.gfile.listdir(class_dir)
+                           if not f.startswith(".") and not f.endswith("/"))
+            images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+            ignored += len(files) - len(images)
+            if not images:
+                raise ValueError(f"--dataset={spec}: class folder {class_dir} has no images "
+                                 f"(extensions {', '.join(IMAGE_EXTENSIONS)}, any case); "
+                                 "remove it or add images")
+            paths += [os.path.join(class_dir, f) for f in images]
+            labels += [c] * len(images)
+        if ignored:
+            logging.info("%s: ignored %d files without an image extension", split_dir, ignored)
+        labels = np.array(labels, np.int32)
+        keep = _class_slice_positions(labels, len(classes), self.split, seed, classes)
+        if len(keep) == 0:
+            raise ValueError(f"--dataset={spec}: split {split!r} selects no images")
+        if class_names is None:
+            self.class_names = list(classes)
+            remap = np.arange(len(classes), dtype=np.int32)
+        else:
+            self.class_names = list(class_names)
+            remap = _remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
+        self.paths = np.array(paths, dtype=object)[keep].astype(str)
+        self.labels = remap[labels[keep]]
+        self.num_examples = len(self.paths)
+
+    def num_files(self):
+        return self.num_examples
+
+    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
+        # One file per example: sharding by files and by examples coincide.
+        idx = _shard_indices(self.num_examples, num_shards, shard_index)
+        ds = tf.data.Dataset.from_tensor_slices((self.paths[idx], self.labels[idx]))
+        if shuffle:
+            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+        return ds.map(lambda p, y: (tf.io.read_file(p), y, p),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+
+class SyntheticSource(Source):
+    encoded = False
+
+    def __init__(self, num_classes: int, num_examples: int, image_size: int, split: str,
+                 seed: int = 0, class_names=None):
+        self.split = parse_split(split, "synthetic")
+        names = synthetic.class_names(num_classes)
+        all_labels = synthetic.labels(num_examples, num_classes)
+        keep = _class_slice_positions(all_labels, num_classes, self.split, seed, names)
+        if len(keep) == 0:
+            raise ValueError(f"split {split!r} of --dataset=synthetic selects no examples "
+                             f"(--synthetic_num_examples={num_examples})")
+        self.images, labels = synthetic.generate(num_examples, num_classes, image_size,
+                                                 seed=seed, split=self.split.name,
+                                                 indices=keep)
+        if class_names is None:
+            self.class_names = names
+            self.labels = labels
+        else:
+            self.class_names = list(class_names)
+            self.labels = _remap_to(self.class_names, names,
+                                    f"--dataset=synthetic split {split!r}")[labels]
+        self.names = np.array([f"synthetic/{self.split.name}#{i}" for i in keep])
+        self.num_examples = len(keep)
+
+    def num_files(self):
+        return 1
+
+    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
+        idx = _shard_indices(self.num_examples, num_shards, shard_index)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (self.images[idx], self.labels[idx], self.names[idx]))
+        if shuffle:
+            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# --------------------------------------------------------------------------- tfrecord
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+class TFRecordSource(Source):
+    """Standard ImageNet TF-Example files.
+
+    GLOB may contain ``{split}`` (replaced by the split name); a directory means
+    ``DIR/{split}-*`` (the usual ``train-00000-of-01024`` naming); any other glob is used
+    for every split (carve splits with ``NAME[a%:b%]``). Building scans the label field of
+    every record once (count, class list, per-class slicing). Class names come from
+    ``image/class/synset`` when the records have it, else from a ``labels.txt`` beside the
+    files, else they are the label numbers.
+    """
+
+    def __init__(self, pattern: str, split: str, label_offset: int = 0, seed: int = 0,
+                 class_names=None):
+        spec = f"tfrecord:{pattern}"
+        self.split = parse_split(split, spec)
+        if SPLIT_PLACEHOLDER in pattern:
+            glob = pattern.replace(SPLIT_PLACEHOLDER, self.split.name)
+        elif tf.io.gfile.isdir(pattern):
+            glob = os.path.join(pattern, f"{self.split.name}-*")
+        else:
+            glob = pattern
+        files = sorted(tf.io.gfile.glob(glob))
+        if not files:
+            raise ValueError(f"--dataset={spec}: no files match {glob}")
+        self.files = files
+        labels, synsets, counts = self._scan(files, spec)
+        labels = labels - label_offset
+        if len(labels) == 0:
+            raise ValueError(f"--dataset={spec}: the files matching {glob} hold no records")
+        if labels.min() < 0:
+            raise ValueError(f"--dataset={spec}: label {labels.min() + label_offset} minus "
+                             f"--label_offset={label_offset} is negative")
+        num_classes = int(labels.max()) + 1
+        names = self._names(labels, synsets, num_classes, os.path.dirname(files[0]), spec)
+        keep = _class_slice_positions(labels, num_classes, self.split, seed, names)
+        if len(keep) == 0:
+            raise ValueError(f"--dataset={spec}: split {split!r} selects no records")
+        if class_names is None:
+            self.class_names = names
+            remap = np.arange(num_classes, dtype=np.int32)
+        else:
+            self.class_names = list(class_names)
+            present = sorted(set(labels[keep].tolist()))
+            if names[0] == "0" and all(n == str(i) for i, n in enumerate(names)):
+                # Numbered classes: label i is class_names[i].
+                if present[-1] >= len(self.class_names):
+                    raise ValueError(f"--dataset={spec}: label {present[-1]} is beyond the "
+                                     f"{len(self.class_names)} training classes")
+                remap = np.arange(max(num_classes, len(self.class_names)), dtype=np.int32)
+            else:
+                remap = np.zeros(num_classes, np.int32)
+                remap[present] = _remap_to(self.class_names, [names[c] for c in present],
+                                           f"--dataset={spec} split {split!r}")
+        self.label_offset = label_offset
+        self.remap = remap
+        self.counts = counts
+        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        mask = np.zeros(len(labels), bool)
+        mask[keep] = True
+        self.keep_mask = None if mask.all() else mask
+        self.num_examples = len(keep)
+
+    @staticmethod
+    def _scan(files, spec):
+        feats = {"image/class/label": tf.io.FixedLenFeature([], tf.int64),
+                 "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
+        labels, synsets, counts = [], [], []
+        for f in files:
+            ds = tf.data.TFRecordDataset(f).map(
+                lambda r: tf.io.parse_single_example(r, feats),
+                num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+            n = 0
+            try:
+                for b in ds:
+                    labels.append(b["image/class/label"].numpy())
+                    synsets.append(b["image/class/synset"].numpy())
+                    n += len(labels[-1])
+            except tf.errors.OpError as e:
+                raise ValueError(f"--dataset={spec}: cannot read {f} as TF-Example records "
+                                 f"with image/class/label: {e.message}") from None
+            counts.append(n)
+        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros([0], dt))
+        return cat(labels, np.int64), cat(synsets, object), np.array(counts, np.int64)
+
+    @staticmethod
+    def _names(labels, synsets, num_classes, folder, spec):
+        if len(synsets) and all(synsets):
+            names = [None] * num_classes
+            for y, s in zip(labels.tolist(), synsets.tolist()):
+                s = s.decode() if isinstance(s, bytes) else s
+                if names[y] is None:
+                    names[y] = s
+                elif names[y] != s:
+                    raise ValueError(f"--dataset={spec}: label {y} has two synsets, "
+                                     f"{names[y]} and {s}")
+            return [n if n is not None else str(i) for i, n in enumerate(names)]
+        labels_txt = os.path.join(folder, "labels.txt")
+        if tf.io.gfile.exists(labels_txt):
+            with tf.io.gfile.GFile(labels_txt) as f:
+                names = [line.strip() for line in f if line.strip()]
+            if len(names) >= num_classes:
+                return names
+            logging.warning("%s has %d names for %d classes: using label numbers",
+                            labels_txt, len(names), num_classes)
+        return [str(i) for i in range(num_classes)]
+
+    def num_files(self):
+        return len(self.files)
+
+    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
+        by_files = len(self.files) >= num_shards
+        file_idx = (_shard_indices(len(self.files), num_shards, shard_index) if by_files
+                    else np.arange(len(self.files)))
+        files = tf.data.Dataset.from_tensor_slices(
+            (np.array(self.files)[file_idx], self.offsets[file_idx]))
+        if shuffle and by_files:
+            files = files.shuffle(len(file_idx), seed=seed, reshuffle_each_iteration=True)
+
+        def read(path, offset):
+            # (record, global record id, "FILE#i")
+            return tf.data.Dataset.zip(
+                (tf.data.TFRecordDataset(path), tf.data.Dataset.range(tf.int64.max))).map(
+                lambda r, i: (r, offset + i,
+                              tf.strings.join([path, "#", tf.strings.as_string(i)])))
+
+        parallel = shuffle and by_files
+        if parallel:
+            ds = files.interleave(read, cycle_length=min(16, len(file_idx)),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        else:
+            ds = files.flat_map(read)  # a fixed record order, to shard by examples
+        if self.keep_mask is not None:
+            mask = tf.constant(self.keep_mask)
+            ds = ds.filter(lambda r, gid, p: tf.gather(mask, gid))
+        if not by_files:
+            ds = ds.shard(num_shards, shard_index)
+        if shuffle:
+            ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        remap = tf.constant(self.remap)
+        label_offset = self.label_offset
+
+        def parse(record, gid, name):
+            ex = tf.io.parse_single_example(record, _FEATURES)
+            label = tf.gather(remap, tf.cast(ex["image/class/label"] - label_offset, tf.int32))
+            return ex["image/encoded"], label, name
+
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+    shuffle_buffer = 4096
+
+
+# --------------------------------------------------------------------------- tfds
+class TFDSSource(Source):
+    def __init__(self, name: str, config: Optional[str], split: str,
+                 data_dir: Optional[str] = None, class_names=None):
+        import tensorflow_datasets as tfds
+
+        full = f"{name}/{config}" if config else name
+        spec = f"tfds:{full}"
+        self.spec = spec
+        try:
+            builder = tfds.builder(full, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise ValueError(f"--dataset={spec}: unknown tfds dataset "
+                             f"({str(e).splitlines()[0]})") from None
+        except (ValueError, KeyError) as e:  # e.g. an unknown config
+            raise ValueError(f"--dataset={spec}: {e}") from None
+        feats = builder.info.features
+        if "image" not in feats or "label" not in feats or not isinstance(
+                feats["label"], tfds.features.ClassLabel):
+            raise ValueError(f"--dataset={spec}: tfds dataset {full} has no 'image' and "
+                             "ClassLabel 'label' features, so it is not an image-"
+                             "classification dataset")
+        if not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except Exception as e:  # noqa: BLE001 -- network, disk, manual download, ...
+                why = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+                if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+                    manual_dir = os.path.join(str(builder.data_dir_root), "downloads", "manual")
+                    raise ValueError(
+                        f"--dataset={spec}: {full} is not prepared in --data_dir="
+                        f"{builder.data_dir_root} and tfds cannot download it: put the "
+                        f"original archives in the tfds manual dir {manual_dir} (for "
+                        "imagenet2012: ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar; "
+                        "--data_dir selects another tfds data dir). tfds's instructions: "
+                        f"{' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())[:300]} "
+                        f"(preparing failed with {why})") from None
+                raise ValueError(f"--dataset={spec}: {full} is not prepared in --data_dir="
+                                 f"{builder.data_dir_root} and downloading/preparing it "
+                                 f"failed: {why}") from None
+        self.builder = builder
+        self.split = split
+        source_names = list(feats["label"].names)
+        if class_names is None:
+            self.class_names = source_names
+            remap = np.arange(len(source_names), dtype=np.int32)
+        else:
+            self.class_names = list(class_names)
+            remap = _remap_to(self.class_names, source_names,
+                              f"--dataset={spec} split {split!r}")
+        self.remap = remap
+        try:
+            info = builder.info.splits[split]
+            self.num_examples = int(info.num_examples)
+            self._num_files = len(info.file_instructions)
+        except Exception:  # noqa: BLE001 -- unknown split, or split info absent (mocks)
+            self._num_files = 1
+            self.num_examples = self._count(split, spec)
+        if self.num_examples <= 0:
+            raise ValueError(f"--dataset={spec}: split {split!r} is empty")
+
+    def _count(self, split, spec):
+        try:
+            ds = self.builder.as_dataset(split=split)
+        except Exception as e:  # noqa: BLE001
+            splits = list(self.builder.info.splits.keys())
+            raise ValueError(f"--dataset={spec}: split {split!r} is not available "
+                             f"(splits: {splits}): {str(e)[:300]}") from None
+        n = int(ds.cardinality())
+        if n < 0:
+            n = int(ds.reduce(0, lambda c, _: c + 1))
+        return n
+
+    def num_files(self):
+        return self._num_files
+
+    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
+        import tensorflow_datasets as tfds
+
+        by_files = num_shards > 1 and self._num_files >= num_shards
+        read_config = tfds.ReadConfig(
+            shuffle_seed=seed if shuffle else None,
+            input_context=(tf.distribute.InputContext(num_shards, shard_index, num_shards)
+                           if by_files else None),
+            add_tfds_id=True)
+        ds = self.builder.as_dataset(
+            split=self.split, shuffle_files=shuffle and (by_files or num_shards == 1),
+            decoders={"image": tfds.decode.SkipDecoding()}, read_config=read_config)
+        if num_shards > 1 and not by_files:
+            ds = ds.shard(num_shards, shard_index)
+        if shuffle:
+            ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        remap = tf.constant(self.remap)
+        return ds.map(lambda ex: (ex["image"], tf.gather(remap, tf.cast(ex["label"], tf.int32)),
+                                  ex["tfds_id"]),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+    shuffle_buffer = 4096
+
+
+def make_source(cfg, split: str, class_names=None) -> Source:
+    """The source for ``cfg.dataset`` and ``split``; raises ValueError naming the flag."""
+    spec = parse_dataset_spec(cfg.dataset)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if not class_names:
+            raise ValueError("class_names is empty")
+    if spec.kind == "synthetic":
+        src = SyntheticSource(cfg.synthetic_num_classes, cfg.synthetic_num_examples,
+                              cfg.synthetic_image_size, split, cfg.seed, class_names)
+    elif spec.kind == "folder":
+        src = FolderSource(spec.path, split, cfg.seed, class_names)
+    elif spec.kind == "tfrecord":
+        src = TFRecordSource(spec.path, split, cfg.label_offset, cfg.seed, class_names)
+    else:
+        src = TFDSSource(spec.name, spec.config, split, cfg.data_dir, class_names)
+    src.shuffle_buffer = cfg.shuffle_buffer
+    return src
