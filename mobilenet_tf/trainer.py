@@ -280,24 +280,17 @@ def is_complete(workdir: str, epochs: float) -> bool:
         return json.load(f).get("epochs", 0) >= epochs
 
 
-def _latest_step(checkpoint_dir: str) -> int:
-    path = tf.train.latest_checkpoint(checkpoint_dir)
-    if not path:
-        return 0
-    return int(tf.train.load_variable(path, "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
-
-
-def build_inputs(config: TrainConfig, start_step: int = 0):
+def build_inputs(config: TrainConfig):
     """The train and eval inputs from ``config.data`` (``mobilenet_tf.data.build_input``).
-    A resumed run re-seeds the training order with the step it resumes at, so it goes on
-    with new batches instead of replaying the start of the first epoch."""
+
+    A resumed run restarts the seeded example order (the input pipeline is not
+    checkpointed: its shuffle buffer would be as large as the images it holds); the
+    epoch, step and learning-rate position resume exactly.
+    """
     from mobilenet_tf import data  # the input-pipeline package
 
     data_cfg = dataclasses.replace(config.data, image_size=(config.resolution,) * 2)
-    train_cfg = data_cfg
-    if start_step:
-        train_cfg = dataclasses.replace(data_cfg, seed=data_cfg.seed + start_step)
-    train = data.build_input(train_cfg, split=config.train_split, training=True,
+    train = data.build_input(data_cfg, split=config.train_split, training=True,
                              global_batch_size=config.batch_size)
     evaluation = None
     if config.eval_split:
@@ -320,14 +313,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str, train_input=None, eval
     if is_complete(workdir, config.epochs):
         with open(files.summary, encoding="utf-8") as f:
             summary = json.load(f)
-        _say(config, f"The run in {workdir} is already complete ({summary['epochs']} epochs, "
+        _say(config, f"The run in {workdir} is already complete ({summary['epochs']:g} epochs, "
                      f"top-1 {_pct(summary.get('top1'))}); nothing to do. Use a new "
                      "--workdir, or raise --epochs to train further.")
         return summary
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
-        return _Run(config, files, train_input, eval_input).run()
+        return Trainer(config, workdir, train_input, eval_input).run()
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -341,10 +334,18 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-class _Run:
-    def __init__(self, config: TrainConfig, files: RunFiles, train_input, eval_input):
+class Trainer:
+    """One training run into ``workdir``; ``train_and_evaluate`` is the usual way in.
+
+    After ``run()``, ``model`` is the trained (raw, not averaged) model and ``history``
+    the (optimizer step, mean training loss) of every loop call of this process.
+    """
+
+    def __init__(self, config: TrainConfig, workdir: str, train_input=None, eval_input=None):
+        config.validate()
         self.config = config
-        self.files = files
+        self.files = files = RunFiles(workdir)
+        self.history = []
         self.strategy = distribute.make_strategy(config.strategy, config.tpu_address)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
@@ -352,9 +353,8 @@ class _Run:
                              f"divisible by the number of replicas ({replicas})")
         self.chief = distribute.is_chief(self.strategy)
         keras.utils.set_random_seed(config.seed)
-        start_step = _latest_step(files.checkpoints)
         if train_input is None:
-            train_input, built_eval = build_inputs(config, start_step)
+            train_input, built_eval = build_inputs(config)
             eval_input = built_eval if eval_input is None else eval_input
         self.train_input, self.eval_input = train_input, eval_input
         self.class_names = list(train_input.class_names)
@@ -606,6 +606,7 @@ class _Run:
                     if not np.all(np.isfinite(out)):
                         self._diverged(step, out)
                     totals += out
+                    self.history.append((step, float(out[0] / out[3])))
                     if not first_call:  # the first call traces the graph
                         epoch_seconds += dt
                         epoch_images += n * cfg.batch_size
@@ -820,7 +821,7 @@ class _Run:
     def _report(self, s):
         cfg, run = self.config, self.files.workdir
         weights = "EMA weights" if s["ema"] else "final weights"
-        lines = [f"\nTraining complete: {s['epochs']} epochs, {s['steps']} steps, "
+        lines = [f"\nTraining complete: {s['epochs']:g} epochs, {s['steps']} steps, "
                  f"{s['wall_seconds']:.0f}s"
                  + (f", {s['images_per_second']:.0f} images/s." if s["images_per_second"]
                     else ".")]

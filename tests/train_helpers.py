@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +25,7 @@ class ArrayInput:
     training: bool
     global_batch_size: int
     seed: int = 0
+    nan_after_batches: int = -1  # training: images become NaN from this batch on
     bad_images: BadImages = dataclasses.field(default_factory=BadImages)
 
     @property
@@ -38,7 +40,12 @@ class ArrayInput:
         if self.training:
             ds = ds.repeat().shuffle(256, seed=self.seed)
             ds = ds.map(lambda x, y: (x, tf.one_hot(y, n)))
-            return ds.batch(per_replica, drop_remainder=True).prefetch(2)
+            ds = ds.batch(per_replica, drop_remainder=True)
+            if self.nan_after_batches >= 0:
+                first_bad = self.nan_after_batches
+                ds = ds.enumerate().map(lambda i, xy: (
+                    tf.where(i >= first_bad, xy[0] * np.nan, xy[0]), xy[1]))
+            return ds.prefetch(2)
         return ds.batch(per_replica).prefetch(2)
 
 
@@ -59,3 +66,49 @@ def toy_inputs(batch_size=16, n_train=256, n_eval=64, size=32, num_classes=4, se
     xe, ye = toy_task(n_eval, size, num_classes, seed + 1)
     return (ArrayInput(xt, yt, names, True, batch_size, seed),
             ArrayInput(xe, ye, names, False, batch_size, seed))
+
+
+def main():
+    """Command line for subprocess tests: train on the toy task with a JSON TrainConfig.
+
+    python tests/train_helpers.py WORKDIR '{"epochs": 2, ...}' [--logical_cpus=2]
+        [--weights_out=F.npz] [--history_out=F.json] [--nan_after_batches=N]
+    """
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("config")
+    parser.add_argument("--logical_cpus", type=int, default=0)
+    parser.add_argument("--weights_out", default="")
+    parser.add_argument("--history_out", default="")
+    parser.add_argument("--nan_after_batches", type=int, default=-1)
+    parser.add_argument("--toy", default="{}", help="JSON kwargs of toy_inputs")
+    args = parser.parse_args()
+    if args.logical_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from mobilenet_tf import trainer
+
+    config = trainer.TrainConfig(**json.loads(args.config))
+    train, evaluation = toy_inputs(**json.loads(args.toy))
+    train.nan_after_batches = args.nan_after_batches
+    run = trainer.Trainer(config, args.workdir, train, evaluation)
+    try:
+        run.run()
+    except trainer.TrainingDivergedError as err:
+        print(f"TrainingDivergedError: {err}", flush=True)
+        sys.exit(3)
+    if args.weights_out:
+        np.savez(args.weights_out, *[w.numpy() for w in run.model.weights])
+    if args.history_out:
+        with open(args.history_out, "w") as f:
+            json.dump(run.history, f)
+
+
+if __name__ == "__main__":
+    main()
