@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from typing import Any
@@ -371,6 +372,8 @@ class Trainer:
     def _write_run_config(self):
         cfg = self.config
         model_cfg = cfg.model_config(self.num_classes)
+        if not self.chief:
+            return
         if os.path.exists(self.files.config):
             with open(self.files.config, encoding="utf-8") as f:
                 old = json.load(f)["model"]
@@ -378,8 +381,6 @@ class Trainer:
                 raise ValueError(f"--workdir={self.files.workdir} holds a run of another model "
                                  f"({old}); this command builds {model_cfg}. Use a new "
                                  "--workdir.")
-        if not self.chief:
-            return
         os.makedirs(self.files.workdir, exist_ok=True)
         from mobilenet_tf.data import write_labels
 
@@ -459,6 +460,7 @@ class Trainer:
             items["ema"] = self.ema
         self.checkpoint = tf.train.Checkpoint(**items)
         ckpt_dir = distribute.write_dir(self.files.workdir, self.strategy)
+        self.scratch_dir = None if self.chief else ckpt_dir
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(ckpt_dir, "checkpoints"),
             max_to_keep=cfg.keep_checkpoints)
@@ -639,6 +641,8 @@ class Trainer:
             stop.restore()
             profiler.close()
             self.writers.flush()
+            if self.scratch_dir:  # a non-chief worker's checkpoints are not kept
+                shutil.rmtree(self.scratch_dir, ignore_errors=True)
         images_per_second = train_images / train_seconds if train_seconds else None
         summary = self._finish(t_start, wall_before, images_per_second)
         self.writers.close()
@@ -814,7 +818,7 @@ class Trainer:
         }
         if self.chief:
             _atomic_write(self.files.summary, json.dumps(summary, indent=2) + "\n")
-        if cfg.verbose:
+        if cfg.verbose and self.chief:
             self._report(summary)
         return summary
 
