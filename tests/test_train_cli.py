@@ -84,3 +84,21 @@ def test_quickstart_reaches_high_accuracy_and_flags_txt_repeats_it(tmp_path):
                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already complete" in again.stdout
+
+
+def test_every_experiment_config_parses():
+    import glob
+
+    names = sorted(glob.glob(os.path.join(REPO, "experiments", "*.cfg")))
+    assert len(names) >= 12
+    for name in names:
+        train.FLAGS.unparse_flags()
+        cwd = os.getcwd()
+        os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
+        try:
+            train.FLAGS(["train", f"--flagfile={name}", "--workdir=/tmp/unused"])
+            config = train.config_from_flags()
+        finally:
+            os.chdir(cwd)
+            train.FLAGS.unparse_flags()
+        assert config.data.image_size == (config.resolution, config.resolution), name
