@@ -629,11 +629,7 @@ class Trainer:
                         self.manager.save(checkpoint_number=step)
                         self._set_wall(t_start, wall_before)
                     if stop.flag:
-                        self._set_wall(t_start, wall_before)
-                        self.manager.save(checkpoint_number=step)
-                        raise Preempted(f"SIGTERM received: saved a checkpoint at step {step} "
-                                        f"in {self.files.checkpoints}; run the same command "
-                                        "to resume.")
+                        raise self._preempted(step, t_start, wall_before)
                 train_metrics = [float(v) for v in totals[:3] / max(totals[3], 1)]
                 epoch_ips = epoch_images / epoch_seconds if epoch_seconds else None
                 self._end_of_epoch(epoch + 1, train_metrics, epoch_ips, t_start, wall_before)
@@ -647,6 +643,19 @@ class Trainer:
         summary = self._finish(t_start, wall_before, images_per_second)
         self.writers.close()
         return summary
+
+    def _preempted(self, step, t_start, wall_before):
+        """SIGTERM: checkpoint now, except in a multi-worker cluster, where saving is a
+        collective that the other workers (not signalled) would not join; there the
+        run resumes from the last periodic checkpoint."""
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            latest = tf.train.latest_checkpoint(self.files.checkpoints)
+            saved = f"the latest checkpoint is {latest}"
+        else:
+            self._set_wall(t_start, wall_before)
+            self.manager.save(checkpoint_number=step)
+            saved = f"saved a checkpoint at step {step} in {self.files.checkpoints}"
+        return Preempted(f"SIGTERM received: {saved}; run the same command to resume.")
 
     def _set_wall(self, t_start, wall_before):
         self.wall_seconds.assign(wall_before + time.time() - t_start)

@@ -108,8 +108,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert not os.path.exists(os.path.join(workdir, "final.keras"))
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
     reader = tf.train.load_checkpoint(latest)
-    weights = [k for k in reader.get_variable_to_shape_map() if k.startswith("model/")]
-    assert weights
+    weights = [k for k in reader.get_variable_to_shape_map()
+               if k.startswith(("model/", "optimizer/_trainable_variables/"))]
+    assert len(weights) > 100
     for key in weights:
         assert np.all(np.isfinite(reader.get_tensor(key))), key
 
@@ -121,24 +122,44 @@ def _helper(workdir, config, **popen):
                             **popen)
 
 
-def test_resume_after_sigkill_ends_with_same_steps(tmp_path):
+def _wait_for(path, proc, timeout=240):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def _checkpoint_step(workdir):
+    return int(tf.train.load_variable(
+        tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")),
+        "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_resume_after_sigterm_and_sigkill_ends_with_same_steps(tmp_path):
     config = dict(TINY, epochs=5, steps_per_epoch=8, steps_per_loop=1,
                   checkpoint_every_steps=3, ema_decay=0.9, optimizer="rmsprop", verbose=2)
     workdir = str(tmp_path / "killed")
+    ckpt = os.path.join(workdir, "checkpoints", "ckpt-{}.index")
+
+    # SIGTERM (preemption): the run writes a checkpoint where it is and exits.
     proc = _helper(workdir, config)
-    # Kill hard as soon as a mid-run checkpoint exists (step 3 of 40).
-    deadline = time.time() + 240
-    while not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-3.index")):
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
+    _wait_for(ckpt.format(3), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 4 and "SIGTERM received: saved a checkpoint" in out, out[-3000:]
+    termed_at = _checkpoint_step(workdir)
+    assert 3 <= termed_at < 40
+
+    # SIGKILL: nothing is written; the next run resumes from the latest periodic checkpoint.
+    proc = _helper(workdir, config)
+    next_ckpt = (termed_at // 3 + 2) * 3  # the second periodic checkpoint after resuming
+    _wait_for(ckpt.format(next_ckpt), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(workdir, "summary.json")), "finished before kill"
-    killed_at = int(tf.train.load_variable(
-        tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")),
-        "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
-    assert killed_at < 40
+    killed_at = _checkpoint_step(workdir)
+    assert termed_at < killed_at < 40
 
     out, _ = _helper(workdir, config).communicate(timeout=300)
     assert "Resuming from" in out, out[-3000:]

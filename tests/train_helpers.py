@@ -103,6 +103,9 @@ def main():
     except trainer.TrainingDivergedError as err:
         print(f"TrainingDivergedError: {err}", flush=True)
         sys.exit(3)
+    except trainer.Preempted as err:
+        print(f"Preempted: {err}", flush=True)
+        sys.exit(4)
     if args.weights_out:
         np.savez(args.weights_out, *[w.numpy() for w in run.model.weights])
     if args.history_out:
