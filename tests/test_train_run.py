@@ -76,7 +76,7 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
 
     tags = _tags(os.path.join(workdir, "logs"))
     for tag in ("loss", "top1", "top5", "learning_rate", "images_per_second",
-                "epoch_top1", "augmented_training_images", "confusion_matrix",
+                "epoch_top1", "augmented_training_images", "confusion_matrix", "train_step",
                 "_hparams_/session_start_info"):
         assert tag in tags, tag
     assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
