@@ -85,7 +85,8 @@ class TrainConfig:
                                  "sum(w^2)/2 in the loss, as slim; adamw: decoupled decay) "
                                  "on conv and classifier kernels.")
     depthwise_weight_decay: float = _field(0.0, "Weight decay on depthwise filters "
-                                           "(paper: very little or none).")
+                                           "(paper: very little or none). adamw: any value "
+                                           "> 0 decays them at --weight_decay.")
     ema_decay: float = _field(0.0, "Moving average of weights used for eval and the saved "
                               "models, e.g. 0.9999; 0: off.")
     # Runtime.
@@ -475,7 +476,6 @@ class Trainer:
     def _make_train_loop(self):
         cfg, strategy = self.config, self.strategy
         model, optimizer = self.model, self.optimizer
-        replicas = strategy.num_replicas_in_sync
         gb = cfg.batch_size
         k = min(5, self.num_classes)
         smoothing, n_cls = cfg.label_smoothing, self.num_classes
@@ -487,11 +487,11 @@ class Trainer:
                 targets = labels * (1.0 - smoothing) + smoothing / n_cls if smoothing else labels
                 per_example = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=gb)
-                reg = (optim.l2_loss(self.regular_kernels, cfg.weight_decay)
-                       if cfg.optimizer != "adamw" else 0.0)
-                reg += optim.l2_loss(self.depthwise_kernels, cfg.depthwise_weight_decay) \
-                    if cfg.optimizer != "adamw" else 0.0
-                loss += reg / replicas
+                if cfg.optimizer != "adamw":  # adamw decays inside the optimizer
+                    reg = (optim.l2_loss(self.regular_kernels, cfg.weight_decay)
+                           + optim.l2_loss(self.depthwise_kernels,
+                                           cfg.depthwise_weight_decay))
+                    loss += tf.nn.scale_regularization_loss(reg)  # reg / replicas
                 scaled = optimizer.scale_loss(loss)
             variables = model.trainable_variables
             grads = tape.gradient(scaled, variables)
