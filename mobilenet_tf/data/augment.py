@@ -6,7 +6,7 @@ Per image (stateless, driven by a per-element ``seed`` int64[2]):
   decoded (``tf.image.decode_and_crop_jpeg``), other formats are decoded then cropped;
 - :func:`random_flip`, :func:`color_jitter`;
 - :func:`randaugment_layer` -- ``keras.layers.RandAugment``.
-Per batch: :func:`mix_batch` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
+Per batch: :func:`batch_mixer` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
 one-hot labels.
 
 Images stay float32 in [0, 255] here; :func:`preprocessing.normalize` comes last.
@@ -87,27 +87,28 @@ def randaugment_layer(seed=None):
     return keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
 
 
-def mix_batch(images, labels, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-              seed=None):
-    """MixUp and/or CutMix (keras core layers) on a batch with one-hot ``labels``; when
-    both are on, each batch gets one of them with probability 1/2."""
+def batch_mixer(mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, seed=None):
+    """``mix(images, one_hot_labels) -> (images, labels)`` applying MixUp and/or CutMix
+    (keras core layers; when both are on each batch gets one of them with probability
+    1/2), or None when both are off. Build it outside the tf.data function (the layers
+    own seed-generator variables) and call it on batches."""
     import keras
 
-    def mixup(images, labels):
-        out = keras.layers.MixUp(alpha=mixup_alpha, seed=seed)(
-            {"images": images, "labels": labels}, training=True)
-        return out["images"], out["labels"]
-
-    def cutmix(images, labels):
-        out = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed)(
-            {"images": images, "labels": labels}, training=True)
-        return out["images"], out["labels"]
-
-    if mixup_alpha > 0 and cutmix_alpha > 0:
-        return tf.cond(tf.random.uniform([]) < 0.5, lambda: mixup(images, labels),
-                       lambda: cutmix(images, labels))
+    layers = []
     if mixup_alpha > 0:
-        return mixup(images, labels)
+        layers.append(keras.layers.MixUp(alpha=mixup_alpha, seed=seed))
     if cutmix_alpha > 0:
-        return cutmix(images, labels)
-    return images, labels
+        layers.append(keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed))
+    if not layers:
+        return None
+
+    def apply(layer, images, labels):
+        out = layer({"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+
+    def mix(images, labels):
+        if len(layers) == 1:
+            return apply(layers[0], images, labels)
+        return tf.cond(tf.random.uniform([]) < 0.5, lambda: apply(layers[0], images, labels),
+                       lambda: apply(layers[1], images, labels))
+    return mix

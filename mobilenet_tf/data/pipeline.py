@@ -230,9 +230,12 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
         ds = ds.batch(batch, drop_remainder=training,
                       num_parallel_calls=AUTOTUNE, deterministic=not training)
         if training:
+            mix = augment.batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
+
             def finish(x, y):
-                x, y = augment.mix_batch(x, tf.one_hot(y, num_classes, dtype=tf.float32),
-                                         cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
+                y = tf.one_hot(y, num_classes, dtype=tf.float32)
+                if mix is not None:
+                    x, y = mix(x, y)
                 x = normalize(tf.clip_by_value(x, 0.0, 255.0))
                 x.set_shape([batch, h, w, 3])
                 return x, tf.ensure_shape(y, [batch, num_classes])

@@ -126,6 +126,9 @@ def _remap_to(class_names, source_names, where):
 
 
 def _shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
+    if n < num_shards:
+        raise ValueError(f"{n} examples cannot be sharded over {num_shards} input pipelines: "
+                         "use more data or fewer workers")
     return np.arange(shard_index, n, num_shards)
 
 
@@ -311,25 +314,37 @@ class TFRecordSource(Source):
 
     @staticmethod
     def _scan(files, spec):
+        """Labels (and synsets) of every record, file-major; record counts per file.
+        Reads the files in parallel but parses only the label fields."""
         feats = {"image/class/label": tf.io.FixedLenFeature([], tf.int64),
                  "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
-        labels, synsets, counts = [], [], []
-        for f in files:
-            ds = tf.data.TFRecordDataset(f).map(
-                lambda r: tf.io.parse_single_example(r, feats),
-                num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-            n = 0
-            try:
-                for b in ds:
-                    labels.append(b["image/class/label"].numpy())
-                    synsets.append(b["image/class/synset"].numpy())
-                    n += len(labels[-1])
-            except tf.errors.OpError as e:
-                raise ValueError(f"--dataset={spec}: cannot read {f} as TF-Example records "
-                                 f"with image/class/label: {e.message}") from None
-            counts.append(n)
-        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros([0], dt))
-        return cat(labels, np.int64), cat(synsets, object), np.array(counts, np.int64)
+
+        def read(file_index, path):
+            return tf.data.Dataset.zip(
+                (tf.data.TFRecordDataset(path), tf.data.Dataset.range(tf.int64.max))).map(
+                lambda r, i: (file_index, i, tf.io.parse_single_example(r, feats)))
+
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.range(len(files), dtype=tf.int64), files)).interleave(
+            read, cycle_length=min(16, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False).batch(8192)
+        file_ids, record_ids, labels, synsets = [], [], [], []
+        try:
+            for f, i, ex in ds.as_numpy_iterator():
+                file_ids.append(f)
+                record_ids.append(i)
+                labels.append(ex["image/class/label"])
+                synsets.append(ex["image/class/synset"])
+        except tf.errors.OpError as e:
+            raise ValueError(f"--dataset={spec}: cannot read {len(files)} file(s) like "
+                             f"{files[0]} as TF-Example records with image/class/label: "
+                             f"{' '.join(e.message.split())[:300]}") from None
+        if not labels:
+            return np.zeros([0], np.int64), np.zeros([0], object), np.zeros(len(files), np.int64)
+        file_ids, record_ids = np.concatenate(file_ids), np.concatenate(record_ids)
+        order = np.lexsort((record_ids, file_ids))
+        counts = np.bincount(file_ids, minlength=len(files)).astype(np.int64)
+        return (np.concatenate(labels)[order], np.concatenate(synsets)[order], counts)
 
     @staticmethod
     def _names(labels, synsets, num_classes, folder, spec):
