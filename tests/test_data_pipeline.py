@@ -150,3 +150,48 @@ def test_sharding_tfds_mock():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=8):
         _check_shards(data.DataConfig(dataset="tfds:imagenette/160px-v2", image_size=16))
+
+
+def test_training_order_is_a_fresh_seeded_permutation_every_epoch():
+    from mobilenet_tf.data.sources import _indexed
+    stream = [int(k) for k in _indexed(8, True, seed=3).take(24)]
+    epochs = [stream[i:i + 8] for i in (0, 8, 16)]
+    assert all(sorted(e) == list(range(8)) for e in epochs)  # every example once per epoch
+    assert len({tuple(e) for e in epochs}) == 3  # reshuffled each epoch
+    assert [int(k) for k in _indexed(8, True, seed=3).take(8)] == epochs[0]  # seeded
+    assert [int(k) for k in _indexed(5, False, seed=3)] == [0, 1, 2, 3, 4]
+
+
+_MIRRORED = r'''
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mobilenet_tf import data
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+cfg = data.DataConfig(dataset="folder:" + sys.argv[1], image_size=16)
+train = data.build_input(cfg, "train", True, global_batch_size=4)
+x, y = next(iter(strategy.distribute_datasets_from_function(train.input_fn)))
+shapes = [tuple(t.shape) for t in strategy.experimental_local_results(x)]
+assert shapes == [(2, 16, 16, 3)] * 2, shapes
+ev = data.build_input(cfg, "train", False, global_batch_size=4)
+n = sum(int(t.shape[0]) for x, y in strategy.distribute_datasets_from_function(ev.input_fn)
+        for t in strategy.experimental_local_results(y))
+assert n == 6 and ev.bad_images.count == 1, (n, ev.bad_images)
+print("OK")
+'''
+
+
+def test_mirrored_strategy_two_replicas(tmp_path):
+    """Two replicas (logical CPUs, so a fresh process): per-replica batches, every eval
+    example once, bad images counted."""
+    import os
+    import subprocess
+    import sys
+    root = make_folder(tmp_path, per_class=3, splits=("train",), exts=("jpg", "png"))
+    (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", _MIRRORED, root], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

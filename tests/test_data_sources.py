@@ -136,6 +136,7 @@ def test_synthetic_is_deterministic_by_seed_and_split():
 
 # ------------------------------------------------------------------ tfds (mocked)
 @pytest.mark.parametrize("spec, num_classes", [("tfds:imagenette/160px-v2", 10),
+                                               ("tfds:imagenette/320px", 10),
                                                ("tfds:imagenet2012", 1000)])
 def test_tfds_sources_with_mock_data(spec, num_classes):
     tfds = pytest.importorskip("tensorflow_datasets")
@@ -156,6 +157,11 @@ def test_tfds_sources_with_mock_data(spec, num_classes):
 def test_tfds_errors():
     with pytest.raises(ValueError, match="--dataset=tfds:no_such_dataset_xyz.*unknown"):
         data.build_input(data.DataConfig(dataset="tfds:no_such_dataset_xyz"), "train")
+    # tensorflow-datasets 4.9 has no imagewoof: the error points to the folder source.
+    with pytest.raises(ValueError, match="unknown tfds dataset.*folder:PATH"):
+        data.build_input(data.DataConfig(dataset="tfds:imagewoof"), "train")
+    with pytest.raises(ValueError, match="--dataset=tfds:imagenette/999px"):
+        data.build_input(data.DataConfig(dataset="tfds:imagenette/999px"), "train")
 
 
 def test_tfds_imagenet2012_needs_manual_download(tmp_path):

@@ -11,8 +11,8 @@ Measures images/second of
   ``keras.layers.RandomCrop`` + ``keras.layers.RandomFlip`` in a parallel map, prefetch;
 - the consumer: images/second one compiled training step of ``mobilenet_v1(alpha=1.0)``
   at 224 takes (random data, ``--train_batch_size``), i.e. what training needs.
-The two pipelines are timed alternately in rounds (the machine may be shared) and the
-medians compared; CPU-seconds per image are reported too (less sensitive to other load).
+The two pipelines are timed alternately in rounds, one at a time (the machine may be
+shared), and the medians compared; CPU-seconds per image are reported too (less sensitive to other load).
 """
 
 from __future__ import annotations
@@ -103,19 +103,24 @@ def baseline(folder: str, image_size: int, batch_size: int):
 
 
 def time_pipelines(pipelines: dict, batch_size: int, batches: int, rounds: int):
-    iters = {k: iter(ds) for k, ds in pipelines.items()}
-    for it in iters.values():  # warm-up: fill buffers, let autotuning settle
-        for _ in range(max(5, batches // 3)):
-            next(it)
-    results = {k: Result(k, [], []) for k in iters}
+    """Alternating rounds; each round opens a fresh iterator, warms it up, times
+    ``batches`` batches and closes it, so no pipeline runs (or fills its buffers) in the
+    background while another one is timed."""
+    import gc
+    results = {k: Result(k, [], []) for k in pipelines}
     for _ in range(rounds):
-        for k, it in iters.items():
+        for k, ds in pipelines.items():
+            it = iter(ds)
+            for _ in range(max(5, batches // 3)):  # fill buffers, let autotuning settle
+                next(it)
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(batches):
                 next(it)
             n = batches * batch_size
             results[k].images_per_second.append(n / (time.perf_counter() - wall))
             results[k].cpu_images_per_second.append(n / (time.process_time() - cpu))
+            del it
+            gc.collect()
     return results
 
 

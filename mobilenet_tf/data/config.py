@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from mobilenet_tf.data.preprocessing import EVAL_CROP_FRACTION
+
 BAD_IMAGE_POLICIES = ("skip", "error")
 
 
@@ -30,7 +32,7 @@ class DataConfig:
     mixup_alpha: float = 0.0  # keras.layers.MixUp(alpha); 0 = off
     cutmix_alpha: float = 0.0  # keras.layers.CutMix(factor); 0 = off, at most 1
     # Eval.
-    crop_fraction: float = 0.875  # center crop
+    crop_fraction: float = EVAL_CROP_FRACTION  # center crop (0.875)
     # Robustness.
     bad_images: str = "skip"  # "skip" | "error"
     # tfrecord: subtract from image/class/label (1 for files with a background class 0).

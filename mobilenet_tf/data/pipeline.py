@@ -9,21 +9,21 @@ dataset for ``strategy.distribute_datasets_from_function``:
   pipelines, else by examples) and yields per-replica batches; tf.data auto-sharding is
   turned off because we shard ourselves;
 - training: repeated, shuffled, random-resized crop (+ flip, colour jitter, RandAugment),
-  MixUp/CutMix, labels one-hot float32, full batches only, non-deterministic order;
+  MixUp/CutMix, labels one-hot float32, full batches only;
 - eval: one pass in a fixed order, center crop, labels int32, last partial batch kept.
 
-Bad images (corrupt, truncated, empty or non-image files) are caught per element: each
-record is decoded inside a one-element dataset with ``ignore_errors`` followed by a
-fallback element that carries ``ok=False`` and the record's name, so a failed decode
-yields the fallback instead of vanishing. ``bad_images="skip"`` counts and drops it (a
-``tf.py_function`` runs only for bad records, to record the name); ``"error"`` fails with
-the file name in the message.
+Bad images (corrupt, truncated, empty or non-image files) are dropped by
+``ignore_errors`` after the decode map, and named by :class:`_BadRecordTracker`: records
+are numbered and their names filed in a hash table before decoding; the decode map keeps
+record order, so the numbers missing from each batch are exactly the dropped records.
+``bad_images="skip"`` counts and logs them (``InputPipeline.bad_images``); ``"error"``
+fails with their names in the message. Shuffling happens before the numbering, so the
+training order is still random.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from typing import Callable, Optional
 
@@ -97,65 +97,119 @@ class InputPipeline:
         return -(-self.num_examples // self.global_batch_size)
 
 
-DECODE_BLOCK = 32  # records per error-tolerant decode block
+class _BadRecordTracker:
+    """Finds the records that a decode map + ``ignore_errors`` dropped, by name.
 
-
-def _robust_decode(ds, fn, fallback, policy: str, bad: BadImages, deterministic: bool,
-                   block: int = DECODE_BLOCK):
-    """Maps ``fn(data, seed)`` over ``(data, label, name, seed)`` records; records whose
-    decode fails are skipped and recorded in ``bad`` (policy "skip") or raise an error
-    naming the record (policy "error"). Yields ``(image, label)``.
-
-    Records go in blocks of ``block``: inside a block, ``fn`` runs under
-    ``ignore_errors``, a ``scan`` marks which records came through, and a closing
-    sentinel element carries the names of those that did not. The per-block dataset
-    overhead is amortised over the block, so this costs little over a plain map.
+    ``register`` numbers the records (before decoding, in order) and files each name in a
+    hash table under its number; the decode map then runs in parallel but in order
+    (``deterministic=True``), so after batching, the numbers missing between the last
+    batch and this one are exactly the dropped records. ``account`` (one call per batch)
+    looks their names up, removes settled numbers from the table, and records the names
+    (``"skip"``: a ``tf.py_function``, run only when something was dropped) or fails
+    naming them (``"error"``). A finite stream ends with an empty marker batch, which
+    reports the records dropped after the last good one. Per element this costs one
+    table insert; the decoding itself runs as a plain parallel map.
     """
-    fallback_label = tf.constant(0, tf.int32)
 
-    def one_block(data, label, name, seed):
-        n = tf.shape(name)[0]
-        good = tf.data.Dataset.from_tensor_slices(
-            (data, label, seed, tf.range(n))).map(
-            lambda d, y, s, i: (fn(d, s), y, i, False)).ignore_errors()
-        end = tf.data.Dataset.from_tensors((fallback, fallback_label, n, True))
+    def __init__(self, policy: str, bad: BadImages):
+        self.policy, self.bad = policy, bad
+        self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
-        def track(seen, element):
-            image, y, i, is_end = element
-            seen = tf.tensor_scatter_nd_update(
-                seen, tf.reshape(tf.minimum(i, n - 1), [1, 1]), tf.logical_or(
-                    tf.reshape(tf.logical_not(is_end), [1]),
-                    tf.gather(seen, tf.reshape(tf.minimum(i, n - 1), [1]))))
-            missing = tf.cond(is_end, lambda: tf.boolean_mask(name, tf.logical_not(seen)),
-                              lambda: tf.zeros([0], tf.string))
-            return seen, (image, y, is_end, missing)
+    def register(self, records, seeds):
+        """(data, label, name) records and seeds -> (data, label, seed, seq), one map."""
+        table = self.table
 
-        return good.concatenate(end).scan(tf.zeros([n], tf.bool), track)
+        def add(seq, record, seed):
+            data, label, name = record
+            with tf.control_dependencies([table.insert(seq[None], name[None])]):
+                return tf.identity(data), label, seed, tf.identity(seq)
+        return tf.data.Dataset.zip((tf.data.Dataset.counter(), records, seeds)).map(add)
 
-    ds = ds.batch(block).interleave(
-        one_block, cycle_length=max(2, os.cpu_count() or 1), block_length=block + 1,
-        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    def account(self, ds, finite: bool, image_spec):
+        """Batches (images, labels, seqs) -> (images, labels), bad records accounted."""
+        table, policy, bad = self.table, self.policy, self.bad
+        if finite:
+            end = (tf.zeros([0] + [d or 0 for d in image_spec.shape[1:]], image_spec.dtype),
+                   tf.zeros([0], tf.int32), tf.constant([-1], tf.int64))
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(end))
 
-    if policy == "error":
-        def keep(image, label, is_end, missing):
-            check = tf.debugging.Assert(tf.equal(tf.size(missing), 0), [
-                "could not decode image (corrupt, truncated, empty or not an image; pass "
-                "--bad_images=skip to skip such files):", missing], summarize=10)
-            with tf.control_dependencies([check]):
-                return tf.logical_not(is_end)
-    else:
-        def _record(names):
-            for nm in names.numpy():
-                bad.record(nm)
-            return False
+        def settle(last, batch):
+            images, labels, seqs = batch
+            is_end = tf.reduce_any(seqs < 0)
 
-        def keep(image, label, is_end, missing):
-            tf.cond(tf.size(missing) > 0,
-                    lambda: tf.reshape(tf.py_function(_record, [missing], tf.bool), []),
-                    lambda: tf.constant(False))
-            return tf.logical_not(is_end)
+            def at_end():
+                keys, _ = table.export()
+                return tf.sort(keys)
 
-    return ds.filter(keep).map(lambda image, label, is_end, missing: (image, label))
+            def in_stream():
+                top = tf.reduce_max(seqs)
+                candidates = tf.range(last + 1, top + 1, dtype=tf.int64)
+                present = tf.reduce_any(candidates[:, None] == seqs[None, :], axis=1)
+                return tf.boolean_mask(candidates, tf.logical_not(present))
+
+            missing = tf.cond(is_end, at_end, in_stream)
+            names = table.lookup(missing)
+            settled = tf.cond(is_end, lambda: missing,
+                              lambda: tf.range(last + 1, tf.reduce_max(seqs) + 1,
+                                               dtype=tf.int64))
+            with tf.control_dependencies([names]):
+                removed = table.remove(settled)
+            with tf.control_dependencies([removed]):
+                new_last = tf.cond(is_end, lambda: last,
+                                   lambda: tf.reduce_max(seqs))
+                if policy == "error":
+                    check = tf.debugging.Assert(tf.equal(tf.size(names), 0), [
+                        "could not decode image (corrupt, truncated, empty or not an image; "
+                        "pass --bad_images=skip to skip such files):", names], summarize=10)
+                    with tf.control_dependencies([check]):
+                        new_last = tf.identity(new_last)
+                else:
+                    def _record(found):
+                        for nm in found.numpy():
+                            bad.record(nm)
+                        return False
+
+                    logged = tf.cond(
+                        tf.size(names) > 0,
+                        lambda: tf.reshape(tf.py_function(_record, [names], tf.bool), []),
+                        lambda: tf.constant(False))
+                    with tf.control_dependencies([logged]):
+                        new_last = tf.identity(new_last)
+            return new_last, (images, labels, is_end)
+
+        ds = ds.scan(tf.constant(-1, tf.int64), settle)
+        if finite:
+            ds = ds.filter(lambda images, labels, is_end: tf.logical_not(is_end))
+        return ds.map(lambda images, labels, is_end: (images, labels))
+
+
+def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
+                    bad: BadImages, encoded: bool, per_image=None):
+    """(data, label, name) records -> batches (images, labels): ``fn(data, seed)`` (seeds
+    from ``seeds``) in a parallel map, then ``per_image``. Encoded records may fail to
+    decode: those are skipped/reported through a :class:`_BadRecordTracker`."""
+    if not encoded:
+        ds = tf.data.Dataset.zip((records, seeds)).map(
+            lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
+            deterministic=not drop_remainder)
+        if per_image is not None:
+            ds = ds.map(lambda x, y: (per_image(x), y), num_parallel_calls=AUTOTUNE,
+                        deterministic=not drop_remainder)
+        return ds.batch(batch, drop_remainder=drop_remainder)
+    tracker = _BadRecordTracker(policy, bad)
+    ds = tracker.register(records, seeds)
+    ds = ds.map(lambda d, y, s, q: (fn(d, s), y, q), num_parallel_calls=AUTOTUNE,
+                deterministic=True).ignore_errors()
+    if per_image is not None:
+        ds = ds.map(lambda x, y, q: (per_image(x), y, q), num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
+    ds = ds.batch(batch, drop_remainder=drop_remainder)
+    return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
+
+
+
+def _constant_seeds():
+    return tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
 
 
 def _train_image_fn(cfg: DataConfig, encoded: bool):
@@ -207,28 +261,21 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
             input_context = tf.distribute.InputContext()
         n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
         batch = input_context.get_per_replica_batch_size(global_batch_size)
-        ds = source.dataset(n, i, shuffle=training, seed=cfg.seed * 7919 + i)
+        records = source.dataset(n, i, shuffle=training, seed=cfg.seed * 7919 + i)
         if training:
-            ds = ds.repeat()
+            records = records.repeat()
             seeds = tf.data.Dataset.random(seed=cfg.seed * 7919 + i).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda rec, s: (*rec, s), num_parallel_calls=None)
             fn = _train_image_fn(cfg, source.encoded)
         else:
-            ds = ds.map(lambda d, y, nm: (d, y, nm, tf.zeros([2], tf.int64)))
+            seeds = _constant_seeds()
             fn = _eval_image_fn(cfg, source.encoded)
-        if source.encoded:
-            ds = _robust_decode(ds, fn, tf.zeros([h, w, 3], tf.float32), cfg.bad_images, bad,
-                                deterministic=not training)
-        else:
-            ds = ds.map(lambda d, y, nm, s: (fn(d, s), y), num_parallel_calls=AUTOTUNE,
-                        deterministic=not training)
+        per_image = None
         if training and cfg.randaugment:
             layer = augment.randaugment_layer(seed=cfg.seed)
-            ds = ds.map(lambda x, y: (layer(x, training=True), y),
-                        num_parallel_calls=AUTOTUNE, deterministic=False)
-        ds = ds.batch(batch, drop_remainder=training,
-                      num_parallel_calls=AUTOTUNE, deterministic=not training)
+            per_image = lambda x: layer(x, training=True)  # noqa: E731
+        ds = _decode_batches(records, seeds, fn, batch, drop_remainder=training,
+                             policy=cfg.bad_images, bad=bad, encoded=source.encoded,
+                             per_image=per_image)
         if training:
             mix = augment.batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
 
@@ -256,13 +303,10 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     decoded, not cropped or resized (export's int8 calibration and verification images).
     Bad images follow ``cfg.bad_images``."""
     source = make_source(cfg, split, class_names)
-    ds = source.dataset(1, 0, shuffle=False)
-    ds = ds.map(lambda d, y, nm: (d, y, nm, tf.zeros([2], tf.int64)))
-    if source.encoded:
-        ds = _robust_decode(ds, lambda d, s: decode_image(d),
-                            tf.zeros([0, 0, 3], tf.uint8), cfg.bad_images, BadImages(),
-                            deterministic=True)
-    else:
-        ds = ds.map(lambda d, y, nm, s: (d, y))
+    # Batches of one: images keep their own sizes.
+    ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(),
+                         lambda d, s: decode_image(d) if source.encoded else d, 1,
+                         drop_remainder=False, policy=cfg.bad_images, bad=BadImages(),
+                         encoded=source.encoded).unbatch()
     for image, label in ds.take(int(limit)).as_numpy_iterator():
         yield np.asarray(image, np.uint8), int(label)

@@ -132,9 +132,23 @@ def _shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
     return np.arange(shard_index, n, num_shards)
 
 
+def _indexed(n: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """Indices 0..n-1: in order (one pass), or -- shuffle=True -- an endless stream of
+    epochs, each a fresh seeded permutation of all n (no shuffle buffer to hold or fill,
+    whatever n)."""
+    if not shuffle:
+        return tf.data.Dataset.range(n)
+    seed = tf.constant(int(seed), tf.int64)
+    return tf.data.Dataset.counter().flat_map(
+        lambda epoch: tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                     seed=tf.stack([seed, epoch]))))
+
+
 # --------------------------------------------------------------------------- sources
 class Source:
-    """Base: class list, example count, and one epoch of raw records per shard."""
+    """Base: class list, example count, and raw records per shard: one pass in a fixed
+    order (``shuffle=False``), or shuffled (``shuffle=True``; may be endless)."""
 
     encoded: bool = True  # records hold encoded bytes (else uint8 images)
     class_names: list
@@ -189,7 +203,7 @@ class FolderSource(Source):
         else:
             self.class_names = list(class_names)
             remap = _remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
-        self.paths = np.array(paths, dtype=object)[keep].astype(str)
+        self.paths = [paths[k] for k in keep]  # a list: no fixed-width copy of 1M+ paths
         self.labels = remap[labels[keep]]
         self.num_examples = len(self.paths)
 
@@ -199,11 +213,11 @@ class FolderSource(Source):
     def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
         # One file per example: sharding by files and by examples coincide.
         idx = _shard_indices(self.num_examples, num_shards, shard_index)
-        ds = tf.data.Dataset.from_tensor_slices((self.paths[idx], self.labels[idx]))
-        if shuffle:
-            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-        return ds.map(lambda p, y: (tf.io.read_file(p), y, p),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        paths = tf.constant([self.paths[k] for k in idx])
+        labels = tf.constant(self.labels[idx])
+        return _indexed(len(idx), shuffle, seed).map(
+            lambda k: (tf.io.read_file(paths[k]), labels[k], paths[k]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
 
 
 class SyntheticSource(Source):
@@ -236,11 +250,10 @@ class SyntheticSource(Source):
 
     def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
         idx = _shard_indices(self.num_examples, num_shards, shard_index)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (self.images[idx], self.labels[idx], self.names[idx]))
-        if shuffle:
-            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-        return ds
+        images, labels = tf.constant(self.images[idx]), tf.constant(self.labels[idx])
+        names = tf.constant(self.names[idx])
+        return _indexed(len(idx), shuffle, seed).map(
+            lambda k: (images[k], labels[k], names[k]))
 
 
 # --------------------------------------------------------------------------- tfrecord
@@ -425,8 +438,11 @@ class TFDSSource(Source):
         try:
             builder = tfds.builder(full, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError as e:
-            raise ValueError(f"--dataset={spec}: unknown tfds dataset "
-                             f"({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"--dataset={spec}: unknown tfds dataset ({str(e).splitlines()[0]}); for "
+                "images already on disk in PATH/<split>/<class>/ (e.g. fast.ai's "
+                "imagewoof2 or imagenette2 archives, extracted) use --dataset=folder:PATH"
+            ) from None
         except (ValueError, KeyError) as e:  # e.g. an unknown config
             raise ValueError(f"--dataset={spec}: {e}") from None
         feats = builder.info.features
