@@ -339,8 +339,10 @@ def _pct(x):
 class Trainer:
     """One training run into ``workdir``; ``train_and_evaluate`` is the usual way in.
 
-    After ``run()``, ``model`` is the trained (raw, not averaged) model and ``history``
-    the (optimizer step, mean training loss) of every loop call of this process.
+    After ``run()``, ``model`` is the trained (raw, not averaged) model, ``history`` the
+    (optimizer step, mean training loss) and ``timing`` the (images, wall seconds,
+    process CPU seconds) of every training loop call of this process (the first call
+    includes tracing).
     """
 
     def __init__(self, config: TrainConfig, workdir: str, train_input=None, eval_input=None):
@@ -348,6 +350,7 @@ class Trainer:
         self.config = config
         self.files = files = RunFiles(workdir)
         self.history = []
+        self.timing = []
         self.strategy = distribute.make_strategy(config.strategy, config.tpu_address)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
@@ -599,9 +602,10 @@ class Trainer:
                     profiler.maybe_toggle(step)
                     if first_call:
                         graph.start()
-                    t0 = time.time()
+                    t0, c0 = time.time(), time.process_time()
                     out = train_loop(iterator, tf.constant(n, tf.int32)).numpy()
                     dt = time.time() - t0
+                    self.timing.append((n * cfg.batch_size, dt, time.process_time() - c0))
                     if first_call:
                         graph.stop(step)
                     step += n
