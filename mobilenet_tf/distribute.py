@@ -15,8 +15,9 @@ def make_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.dist
     """The strategy ``name`` names.
 
     auto: ``multi_worker_mirrored`` when ``TF_CONFIG`` describes a cluster with more than
-    one worker, ``mirrored`` when there are several GPUs, else ``one_device`` (the GPU or
-    the CPU). ``tpu``: ``tpu_address`` (or the TPU VM's local TPU when empty).
+    one worker, ``mirrored`` when there are several GPUs, else ``default`` (TensorFlow's
+    default strategy: the GPU if there is one, else the CPU; measured a few percent
+    faster per CPU-second than ``one_device`` on CPU). ``tpu``: ``tpu_address`` (or the TPU VM's local TPU when empty).
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not valid; allowed values: {list(STRATEGIES)}")
@@ -26,7 +27,7 @@ def make_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.dist
         elif len(tf.config.list_logical_devices("GPU")) > 1:
             name = "mirrored"
         else:
-            name = "one_device"
+            name = "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":

@@ -92,7 +92,7 @@ def _config(resolution, steps, batch, dataset=None):
         optimizer="rmsprop", learning_rate=0.01, lr_schedule="constant",
         weight_decay=0.0, label_smoothing=0.1, ema_decay=0.0, eval_split="",
         train_split="train", log_images=False, verbose=0, checkpoint_every_steps=10 ** 6,
-        strategy="one_device")
+        strategy="auto")
 
 
 def ours(resolution, steps, batch, inp=None, dataset=None):
