@@ -850,7 +850,10 @@ class Trainer:
                          f"top-1 {_pct(s['best_top1'])})")
         lines.append(f"Final model: {s['final_checkpoint']}")
         if s["bad_images"]:
-            lines.append(f"Skipped {s['bad_images']} unreadable images (see the log above).")
+            examples = [e for inp in (self.train_input, self.eval_input) if inp is not None
+                        for e in getattr(getattr(inp, "bad_images", None), "examples", [])]
+            lines.append(f"Skipped {s['bad_images']} unreadable images (--bad_images=skip), "
+                         f"e.g. {', '.join(examples[:3])}.")
         dataset = getattr(cfg.data, "dataset", None)
         eval_cmd = f"python -m mobilenet_tf.evaluate --model={run}"
         if dataset:

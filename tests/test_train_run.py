@@ -39,7 +39,8 @@ def _tags(logdir):
 def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
-    config = trainer.TrainConfig(epochs=3, ema_decay=0.9, checkpoint_every_steps=5, **TINY)
+    config = trainer.TrainConfig(epochs=3, ema_decay=0.9, checkpoint_every_steps=5,
+                                 profile_steps="4,8", **TINY)
     summary = trainer.train_and_evaluate(config, workdir, train, evaluation)
 
     for name in ("flags.txt", "labels.txt", "config.json", "metrics.csv", "best.keras",
@@ -80,13 +81,15 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
                 "_hparams_/session_start_info"):
         assert tag in tags, tag
     assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
+    assert glob.glob(os.path.join(workdir, "logs", "plugins", "profile", "*", "*.xplane.pb"))
 
     # A completed run says so and does nothing.
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
     mtime = os.path.getmtime(os.path.join(workdir, "final.keras"))
     capsys.readouterr()
     again = trainer.train_and_evaluate(
-        trainer.TrainConfig(epochs=3, ema_decay=0.9, **{**TINY, "verbose": 1}), workdir,
+        trainer.TrainConfig(epochs=3, ema_decay=0.9, profile_steps="4,8",
+                            **{**TINY, "verbose": 1}), workdir,
         train, evaluation)
     assert "already complete" in capsys.readouterr().out
     assert again == on_disk
