@@ -630,8 +630,8 @@ class Trainer:
                                                         ("top1", out[1] / out[3]),
                                                         ("lr", lr)])
                     if step % cfg.checkpoint_every_steps == 0 and step != epoch_end:
-                        self.manager.save(checkpoint_number=step)
                         self._set_wall(t_start, wall_before)
+                        self.manager.save(checkpoint_number=step)
                     if stop.flag:
                         raise self._preempted(step, t_start, wall_before)
                 train_metrics = [float(v) for v in totals[:3] / max(totals[3], 1)]
