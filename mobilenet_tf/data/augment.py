@@ -18,7 +18,10 @@ import tensorflow as tf
 
 from mobilenet_tf.data.preprocessing import decode_image
 
-_WHOLE_IMAGE = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+# A plain list, not a tf.constant: a TF op at import would start the eager context, after
+# which MultiWorkerMirroredStrategy can no longer be created ("Collective ops must be
+# configured at program startup").
+_WHOLE_IMAGE = [[[0.0, 0.0, 1.0, 1.0]]]
 
 
 def _sub_seed(seed, k: int):
