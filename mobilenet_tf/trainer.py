@@ -291,6 +291,9 @@ def build_inputs(config: TrainConfig):
     """
     from mobilenet_tf import data  # the input-pipeline package
 
+    if config.data is None:
+        raise ValueError("TrainConfig.data is None: set it to a data.DataConfig (the "
+                         "--dataset flags), or pass train_input/eval_input objects")
     data_cfg = dataclasses.replace(config.data, image_size=(config.resolution,) * 2)
     train = data.build_input(data_cfg, split=config.train_split, training=True,
                              global_batch_size=config.batch_size)
