@@ -39,7 +39,6 @@ import numpy as np
 import tensorflow as tf
 
 import mobilenet_tf
-from mobilenet_tf import evaluation
 from mobilenet_tf import images as images_lib
 from mobilenet_tf import loading
 from mobilenet_tf import tflite_metadata

@@ -351,7 +351,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, workdir: str, train_input=None, eval_input=None):
         config.validate()
         self.config = config
-        self.files = files = RunFiles(workdir)
+        self.files = RunFiles(workdir)
         self.history = []
         self.timing = []
         self.strategy = distribute.make_strategy(config.strategy, config.tpu_address)

@@ -7,10 +7,10 @@ labels.txt, config.json. The model is a tiny MobileNet (alpha 0.25, 64x64) train
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import pytest
@@ -23,9 +23,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 CLASSES = ("red_square", "green_disc", "blue_bar")
 COLOURS = {"red_square": (220, 30, 30), "green_disc": (30, 200, 40), "blue_bar": (30, 40, 220)}
 IMAGE_SIZE = 64
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGENETTE_TAR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data",
-                              "imagenette-224-train.tar")
 
 
 def draw_shape(cls: str, rng: np.random.Generator, size=(80, 96)) -> np.ndarray:
@@ -120,23 +117,14 @@ def run_dir(tmp_path_factory, image_root) -> str:
 @pytest.fixture(scope="session")
 def real_jpegs(tmp_path_factory, image_root) -> list[str]:
     """A few real photos (Imagenette) when the tarball is there, else the test's JPEGs."""
-    if not os.path.exists(IMAGENETTE_TAR):
+    from mobilenet_tf.benchmarks import imagenette
+
+    if not os.path.exists(imagenette.DEFAULT_TAR):
         folder = os.path.join(image_root, "validation")
         return sorted(os.path.join(folder, c, f) for c in CLASSES
                       for f in os.listdir(os.path.join(folder, c)))[:12]
-    out = str(tmp_path_factory.mktemp("imagenette"))
-    paths = []
-    with tarfile.open(IMAGENETTE_TAR) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".JPEG"):
-                data = tar.extractfile(member).read()
-                path = os.path.join(out, os.path.basename(member.name))
-                with open(path, "wb") as f:
-                    f.write(data)
-                paths.append(path)
-                if len(paths) == 12:
-                    break
-    return paths
+    root = imagenette.extract_subset(str(tmp_path_factory.mktemp("imagenette")), 2)
+    return sorted(glob.glob(os.path.join(root, "train", "*", "*.JPEG")))[:12]
 
 
 def jpeg_bytes(image: np.ndarray) -> bytes:

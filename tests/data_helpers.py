@@ -10,9 +10,6 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGENETTE_TAR = os.path.join(os.path.dirname(REPO), "shared", "data",
-                              "imagenette-224-train.tar")
 FORMATS = {"jpg": "JPEG", "JPEG": "JPEG", "png": "PNG", "PNG": "PNG", "bmp": "BMP",
            "gif": "GIF", "jpeg": "JPEG"}
 

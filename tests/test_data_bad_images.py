@@ -1,7 +1,6 @@
 """Bad input: corrupt/truncated/empty/non-image files, and configuration errors."""
 
 import logging
-import os
 
 import numpy as np
 import pytest

@@ -1,37 +1,23 @@
 """The folder pipeline on real Imagenette photos (skipped without the shared tarball)."""
 
-import collections
 import os
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mobilenet_tf import data
-from data_helpers import IMAGENETTE_TAR, collect
+from mobilenet_tf.benchmarks import imagenette as imagenette_tar
+from data_helpers import collect
 
 PER_CLASS = 25
 
 
 @pytest.fixture(scope="module")
 def imagenette(tmp_path_factory):
-    if not os.path.exists(IMAGENETTE_TAR):
-        pytest.skip(f"{IMAGENETTE_TAR} not present")
-    out = tmp_path_factory.mktemp("imagenette")
-    taken = collections.Counter()
-    members = []
-    with tarfile.open(IMAGENETTE_TAR) as tar:
-        for m in tar:
-            if m.isfile() and m.name.lower().endswith(".jpeg"):
-                wnid = m.name.split("/")[-2]
-                if taken[wnid] < PER_CLASS:
-                    taken[wnid] += 1
-                    members.append(m)
-            if len(taken) == 10 and all(v >= PER_CLASS for v in taken.values()):
-                break
-        tar.extractall(out, members=members, filter="data")
-    return out / "imagenette-224"
+    if not os.path.exists(imagenette_tar.DEFAULT_TAR):
+        pytest.skip(f"{imagenette_tar.DEFAULT_TAR} not present")
+    return imagenette_tar.extract_subset(tmp_path_factory.mktemp("imagenette"), PER_CLASS)
 
 
 def test_imagenette_train_and_eval(imagenette):

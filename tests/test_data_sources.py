@@ -1,6 +1,5 @@
 """Every source on tiny data: folder, tfrecord, synthetic, tfds (mocked)."""
 
-import os
 
 import numpy as np
 import pytest

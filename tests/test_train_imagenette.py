@@ -1,37 +1,26 @@
 """A CI-sized learning test on real photos: 4 Imagenette classes from the shared
 tarball (skipped when it is absent), trained from scratch for a few epochs."""
 
-import collections
 import json
 import os
 import subprocess
 import sys
-import tarfile
 
 import pytest
 
+from mobilenet_tf.benchmarks import imagenette
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARBALL = os.path.join(os.path.dirname(REPO), "shared", "data", "imagenette-224-train.tar")
 WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684")  # tench, springer,
 PER_CLASS = 200                                                 # cassette player, chain saw
 
 
 @pytest.fixture(scope="module")
 def imagenette_subset(tmp_path_factory):
-    if not os.path.exists(TARBALL):
-        pytest.skip(f"{TARBALL} is absent")
-    root = tmp_path_factory.mktemp("imagenette")
-    count = collections.Counter()
-    with tarfile.open(TARBALL) as tar:
-        members = []
-        for m in tar:
-            parts = m.name.split("/")
-            if (m.isfile() and len(parts) == 4 and parts[2] in WNIDS
-                    and count[parts[2]] < PER_CLASS):
-                count[parts[2]] += 1
-                members.append(m)
-        tar.extractall(root, members=members, filter="data")
-    return root / "imagenette-224"
+    if not os.path.exists(imagenette.DEFAULT_TAR):
+        pytest.skip(f"{imagenette.DEFAULT_TAR} is absent")
+    return imagenette.extract_subset(tmp_path_factory.mktemp("imagenette"), PER_CLASS,
+                                     classes=WNIDS)
 
 
 def test_learns_real_images_well_above_chance(imagenette_subset, tmp_path):

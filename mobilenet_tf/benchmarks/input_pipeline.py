@@ -17,15 +17,15 @@ shared), and the medians compared; CPU-seconds per image are reported too (less 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 import statistics
-import tarfile
 import tempfile
 import time
 
 from absl import app, flags
+
+from mobilenet_tf.benchmarks import imagenette
 
 FOLDER = flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
                              "(DIR/<class>/*.JPEG). Default: extract --num_images from --tar.")
@@ -38,32 +38,6 @@ BATCHES = flags.DEFINE_integer("batches", 30, "Batches timed per round and pipel
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
 TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "Timed train steps (0: skip).")
 TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 32, "Train-step batch size.")
-
-
-def default_tar() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(os.path.dirname(repo), "shared", "data",
-                        "imagenette-224-train.tar")
-
-
-def extract_subset(tar_path: str, num_images: int, out_dir: str) -> str:
-    """Extracts up to ``num_images`` JPEGs, balanced over classes; returns the folder
-    holding the class sub-folders."""
-    if not os.path.exists(tar_path):
-        raise ValueError(f"--tar={tar_path} does not exist; pass --folder=DIR instead")
-    with tarfile.open(tar_path) as tar:
-        by_class = collections.defaultdict(list)
-        for m in tar.getmembers():
-            if m.isfile() and m.name.lower().endswith((".jpeg", ".jpg")):
-                by_class[os.path.basename(os.path.dirname(m.name))].append(m)
-        per_class = max(1, num_images // max(1, len(by_class)))
-        members = [m for ms in by_class.values() for m in sorted(ms, key=lambda m: m.name)
-                   [:per_class]]
-        for m in members:  # flatten to out_dir/<class>/<file>
-            m.name = os.path.join(os.path.basename(os.path.dirname(m.name)),
-                                  os.path.basename(m.name))
-        tar.extractall(out_dir, members=members, filter="data")
-    return out_dir
 
 
 @dataclasses.dataclass
@@ -174,8 +148,9 @@ def run(folder, image_size=224, batch_size=64, batches=30, rounds=3, train_steps
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
-        folder = FOLDER.value or extract_subset(TAR.value or default_tar(), NUM_IMAGES.value,
-                                                os.path.join(tmp, "train"))
+        folder = FOLDER.value or os.path.join(imagenette.extract_subset(
+            tmp, max(1, NUM_IMAGES.value // 10), tar_path=TAR.value or imagenette.DEFAULT_TAR),
+            "train")
         n = sum(len(files) for _, _, files in os.walk(folder))
         print(f"{n} files in {folder}; {os.cpu_count()} CPUs; image_size "
               f"{IMAGE_SIZE.value}, batch {BATCH_SIZE.value}, {ROUNDS.value} rounds x "

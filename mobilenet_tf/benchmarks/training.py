@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import tarfile
 import tempfile
 import time
 
@@ -34,6 +33,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from mobilenet_tf import data, trainer
+from mobilenet_tf.benchmarks import imagenette
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("resolutions", ["224", "128"], "Square input resolutions.")
@@ -46,8 +46,6 @@ flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for the end
                     "measurement; default: Imagenette from ../shared, else synthetic JPEGs.")
 flags.DEFINE_integer("jpeg_images", 2000, "JPEG images used end to end (at most).")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARBALL = os.path.join(os.path.dirname(REPO), "shared", "data", "imagenette-224-train.tar")
 
 
 @dataclasses.dataclass
@@ -139,19 +137,10 @@ def keras_fit(resolution, steps, batch, inp):
 def _jpeg_dataset(tmp):
     if FLAGS.jpeg_dir:
         return f"folder:{FLAGS.jpeg_dir}", "given folder"
-    if os.path.exists(TARBALL):
+    if os.path.exists(imagenette.DEFAULT_TAR):
         per_class = max(1, FLAGS.jpeg_images // 10)
-        counts = {}
-        with tarfile.open(TARBALL) as tar:
-            members = []
-            for m in tar:
-                parts = m.name.split("/")
-                if m.isfile() and len(parts) == 4 and counts.get(parts[2], 0) < per_class:
-                    counts[parts[2]] = counts.get(parts[2], 0) + 1
-                    members.append(m)
-            tar.extractall(tmp, members=members, filter="data")
-        return f"folder:{os.path.join(tmp, 'imagenette-224')}", \
-            f"{len(members)} Imagenette JPEGs (224x224)"
+        return f"folder:{imagenette.extract_subset(tmp, per_class)}", \
+            f"{per_class * 10} Imagenette JPEGs (224x224)"
     from PIL import Image
 
     rng = np.random.default_rng(0)
