@@ -411,10 +411,8 @@ class Trainer:
 
     def _build_model(self, synchronized_bn: bool):
         cfg = self.config
-        model = mobilenet_v1((cfg.resolution, cfg.resolution, 3), alpha=cfg.alpha,
-                             depth_multiplier=cfg.depth_multiplier, dropout=cfg.dropout,
-                             num_classes=self.num_classes, classifier_activation=None,
-                             variant=cfg.variant, synchronized_bn=synchronized_bn)
+        model = mobilenet_v1(**cfg.model_config(self.num_classes), classifier_activation=None,
+                             synchronized_bn=synchronized_bn)
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = cfg.bn_momentum
@@ -583,9 +581,11 @@ class Trainer:
         train_seconds, train_images = 0.0, 0
         first_call = True
         try:
-            # An epoch whose last step ran but whose end (eval, checkpoint) did not.
-            if step and step % spe == 0 and step // spe > int(self.evaluated_epoch.numpy()):
-                self._end_of_epoch(step // spe, None, None, t_start, wall_before)
+            # An epoch whose last step ran but whose end (eval, checkpoint) did not; the
+            # last epoch may be partial (fractional --epochs).
+            ended = self.num_epochs if step >= self.total_steps else step // spe
+            if step and ended > int(self.evaluated_epoch.numpy()):
+                self._end_of_epoch(ended, None, None, t_start, wall_before)
             while step < self.total_steps:
                 epoch = step // spe  # 0-based
                 epoch_end = min((epoch + 1) * spe, self.total_steps)
@@ -780,11 +780,8 @@ class Trainer:
             keras.config.set_dtype_policy("float32")
             try:
                 cfg = self.config
-                self._saved_model = mobilenet_v1(
-                    (cfg.resolution, cfg.resolution, 3), alpha=cfg.alpha,
-                    depth_multiplier=cfg.depth_multiplier, dropout=cfg.dropout,
-                    num_classes=self.num_classes, classifier_activation="softmax",
-                    variant=cfg.variant)
+                self._saved_model = mobilenet_v1(**cfg.model_config(self.num_classes),
+                                                 classifier_activation="softmax")
             finally:
                 keras.config.set_dtype_policy(previous)
         values = (self.ema.averaged_values() if self.ema is not None

@@ -181,3 +181,30 @@ def test_resume_after_sigterm_and_sigkill_ends_with_same_steps(tmp_path):
     iterations = [k for k in reader.get_variable_to_shape_map()
                   if k.startswith("optimizer/") and "iteration" in k]
     assert iterations and int(reader.get_tensor(iterations[0])) == 40
+
+
+def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, monkeypatch):
+    """--epochs=1.5: the run dies after the last step but before the end of epoch 2 (its
+    evaluation, metrics row, best model); re-running must do that end, then finish."""
+    workdir = str(tmp_path / "run")
+    train, evaluation = toy_inputs(batch_size=16)
+    config = trainer.TrainConfig(epochs=1.5, checkpoint_every_steps=4, **TINY)
+    real_end = trainer.Trainer._end_of_epoch
+
+    def crash_at_epoch_2(self, epoch, *args):
+        if epoch == 2:
+            self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+            raise KeyboardInterrupt("simulated crash after the last step")
+        return real_end(self, epoch, *args)
+
+    monkeypatch.setattr(trainer.Trainer, "_end_of_epoch", crash_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_and_evaluate(config, workdir, train, evaluation)
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1]
+
+    monkeypatch.setattr(trainer.Trainer, "_end_of_epoch", real_end)
+    summary = trainer.train_and_evaluate(config, workdir, train, evaluation)
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert summary["epochs"] == 1.5 and os.path.exists(os.path.join(workdir, "final.keras"))
