@@ -13,6 +13,7 @@ import json
 from absl import app, flags
 
 from mobilenet_tf import evaluation, loading
+from mobilenet_tf.data import preprocessing
 
 flags.DEFINE_string("model", None, "Run directory, .keras file, SavedModel dir or .tflite.")
 flags.DEFINE_string("dataset", None,
@@ -24,7 +25,8 @@ flags.DEFINE_enum("checkpoint", "best", sorted(loading.CHECKPOINTS),
                   "Which Keras model of a run directory (final = the EMA/last weights).")
 flags.DEFINE_integer("max_images", None, "Evaluate on at most this many images.")
 flags.DEFINE_float("crop_fraction", None,
-                   "Eval center crop (default: the run's, else 0.875); not for SavedModels.")
+                   f"Eval center crop (default: the run's, else "
+                   f"{preprocessing.EVAL_CROP_FRACTION}); not for SavedModels.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
 flags.mark_flags_as_required(["model", "dataset"])
 FLAGS = flags.FLAGS

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import mobilenet_tf
+from mobilenet_tf import fileio
 from mobilenet_tf import images as images_lib
 from mobilenet_tf import loading
 from mobilenet_tf import tflite_metadata
@@ -104,36 +105,6 @@ class ExportConfig:
 
 
 # ----------------------------------------------------------------------------- writing
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes ``payload`` to ``path`` so that ``path`` is either the old or the new file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _replace_dir(tmp_dir: str, final_dir: str) -> None:
     """Moves a finished ``tmp_dir`` to ``final_dir`` (replacing an older one)."""
     old = None
@@ -195,7 +166,7 @@ def write_saved_model(model, class_names, image_size, crop_fraction, top_k, path
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp.", dir=parent)
     labels_dir = tempfile.mkdtemp(prefix=".labels.", dir=parent)
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
+        os.chmod(tmp, 0o777 & ~fileio.UMASK)  # mkdtemp makes 0700 directories
         labels_path = os.path.join(labels_dir, labels_lib.LABELS_FILE)
         labels_lib.write_labels(labels_path, class_names)  # becomes assets/labels.txt
         module = _ServingModule(model, class_names, image_size, crop_fraction, top_k,
@@ -372,8 +343,8 @@ def export(config: ExportConfig) -> dict:
                                           calibration, ver_inputs, ver_labels, keras_probs)
 
     report["checks"] = _checks(config, report)
-    atomic_write_text(os.path.join(export_dir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
-    atomic_write_text(os.path.join(export_dir, REPORT_MD), format_report(report))
+    fileio.atomic_write_text(os.path.join(export_dir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
+    fileio.atomic_write_text(os.path.join(export_dir, REPORT_MD), format_report(report))
     failures = [c["message"] for c in report["checks"] if not c["passed"] and c["fatal"]]
     if failures:
         raise ExportVerificationError(
@@ -410,7 +381,7 @@ def _export_tflite(config, model, class_names, image_size, export_dir, calibrati
                 description=_description(label, len(class_names), image_size, config.int8_io),
                 version=version, author=config.author, license=config.license)
             path = os.path.join(export_dir, TFLITE_NAMES[quant])
-            atomic_write_bytes(path, with_md)
+            fileio.atomic_write_bytes(path, with_md)
             results[label] = _verify_tflite(path, class_names, ver_inputs, ver_labels,
                                             keras_probs, config.latency_runs)
     finally:

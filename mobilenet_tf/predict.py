@@ -15,13 +15,15 @@ import sys
 from absl import app, flags
 
 from mobilenet_tf import loading, prediction
+from mobilenet_tf.data import preprocessing
 
 flags.DEFINE_string("model", None, "Run directory, .keras file, SavedModel dir or .tflite.")
 flags.DEFINE_enum("checkpoint", "best", sorted(loading.CHECKPOINTS),
                   "Which Keras model of a run directory.")
 flags.DEFINE_integer("top_k", 5, "How many labels to print per image.")
 flags.DEFINE_float("crop_fraction", None,
-                   "Eval center crop (default: the run's, else 0.875); not for SavedModels.")
+                   f"Eval center crop (default: the run's, else "
+                   f"{preprocessing.EVAL_CROP_FRACTION}); not for SavedModels.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from mobilenet_tf import loading
 from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data.sources import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 @dataclasses.dataclass

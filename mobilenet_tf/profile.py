@@ -56,11 +56,13 @@ def main(argv):
         print(json.dumps(out, indent=1))
         return
     print(f"MobileNet variant={_VARIANT.value} alpha={_ALPHA.value} "
-          f"resolution={_RESOLUTION.value} num_classes={_NUM_CLASSES.value}\n")
+          f"resolution={_RESOLUTION.value} num_classes={_NUM_CLASSES.value} "
+          f"depth_multiplier={_DEPTH_MULTIPLIER.value}\n")
     print("Table 1 (per layer):")
     print(profiler.format_table1(prof))
-    default = (_ALPHA.value == 1.0 and _RESOLUTION.value == "224"
-               and _VARIANT.value == "mobilenet" and _NUM_CLASSES.value == 1000)
+    default = (_ALPHA.value == 1.0 and _VARIANT.value == "mobilenet"
+               and parse_resolution(_RESOLUTION.value) in (224, (224, 224, 3))
+               and _NUM_CLASSES.value == 1000 and _DEPTH_MULTIPLIER.value == 1)
     print("\nTable 2 (resources per layer type):")
     print(profiler.format_table2(prof, paper.TABLE2 if default else None))
     print(f"\nTotal: {prof.mult_adds / 1e6:.1f} million mult-adds, "

@@ -35,10 +35,12 @@ import flatbuffers
 from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
 from tensorflow.lite.python import schema_py_generated as _tfl
 
+from mobilenet_tf.data import labels as labels_lib
+
 METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry that MediaPipe looks up
 METADATA_FILE_IDENTIFIER = b"M001"
 TFLITE_FILE_IDENTIFIER = b"TFL3"
-LABELS_FILE_NAME = "labels.txt"
+LABELS_FILE_NAME = labels_lib.LABELS_FILE
 
 # Schema members newer than 1.0.0 that this writer may emit, with the parser version
 # that introduced them (mediapipe/tasks/cc/metadata/metadata_version.cc).
@@ -137,7 +139,7 @@ def build_image_classifier_metadata(*, name: str, description: str, version: str
     probs.stats = _md.StatsT()
     if output_type == _tfl.TensorType.UINT8:
         probs.stats.min, probs.stats.max = [0.0], [255.0]
-    elif output_type in (_tfl.TensorType.FLOAT32, _tfl.TensorType.INT8):
+    elif output_type == _tfl.TensorType.FLOAT32:
         probs.stats.min, probs.stats.max = [0.0], [1.0]
     else:
         raise ValueError(f"output tensor type {_tensor_type_name(output_type)} is not "
@@ -283,7 +285,7 @@ def add_image_classifier_metadata(model_bytes: bytes, *, labels, mean, std, name
         name=name, description=description, version=version, labels=labels, mean=mean,
         std=std, input_type=input_type, output_type=output_type, author=author,
         license=license)
-    labels_bytes = ("\n".join(labels) + "\n").encode("utf-8")
+    labels_bytes = labels_lib.format_labels(labels).encode("utf-8")
     return populate(model_bytes, metadata, {LABELS_FILE_NAME: labels_bytes})
 
 
@@ -344,7 +346,7 @@ def read_image_classifier_metadata(model: str | bytes) -> ImageClassifierInfo:
     if label_name not in files:
         raise ValueError(f"labels file {label_name} named in the metadata is not attached "
                          f"to the model (attached: {sorted(files)})")
-    labels = tuple(l for l in files[label_name].decode("utf-8").splitlines() if l.strip())
+    labels = tuple(labels_lib.parse_labels(files[label_name].decode("utf-8")))
     return ImageClassifierInfo(
         name=_decode(meta.name), description=_decode(meta.description),
         version=_decode(meta.version), author=_decode(meta.author),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf import distribute, optim
+from mobilenet_tf import distribute, fileio, optim
 from mobilenet_tf import tensorboard_logging as tb
 from mobilenet_tf.model import VARIANTS, mobilenet_v1
 from mobilenet_tf.profiler import profile_model
@@ -256,11 +257,7 @@ def flags_text(config: TrainConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: str, text: str):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+_atomic_write = fileio.atomic_write_text
 
 
 def _jsonable(value):
@@ -764,12 +761,11 @@ class Trainer:
             return
         with open(self.files.metrics, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= evaluated_epoch]
-        tmp = self.files.metrics + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.files.metrics)
+        out = io.StringIO(newline="")
+        w = csv.DictWriter(out, fieldnames=METRICS_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+        _atomic_write(self.files.metrics, out.getvalue())
 
     # ----------------------------------------------------------------- outputs
     def _export_model(self) -> keras.Model:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -86,3 +87,17 @@ def test_percent_slices_partition_any_size():
     for n in range(0, 40):
         a, b = SplitSpec("t", None, 90).select(n), SplitSpec("t", 90, None).select(n)
         assert len(range(n)[a]) + len(range(n)[b]) == n and a.stop == b.start
+
+
+def test_labels_file_round_trip_and_bad_names(tmp_path):
+    from mobilenet_tf.data import labels
+
+    names = ["tench", "English springer", "n03000684"]
+    path = str(tmp_path / labels.LABELS_FILE)
+    labels.write_labels(path, names)
+    assert labels.read_labels(str(tmp_path)) == names
+    assert labels.parse_labels(labels.format_labels(names)) == names
+    for bad in ["", "two\nlines", "carriage\rreturn", " padded"]:
+        with pytest.raises(ValueError, match="class name"):
+            labels.format_labels(["ok", bad])
+    assert not [p for p in os.listdir(tmp_path) if p != labels.LABELS_FILE]  # no temp files

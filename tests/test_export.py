@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import CLASSES, draw_shape, jpeg_bytes
+from mobilenet_tf import fileio
 from mobilenet_tf import exporter, loading, tflite_metadata
 from mobilenet_tf.data import preprocessing
 
@@ -144,9 +145,9 @@ def test_config_errors_name_the_option(run_dir):
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "model.tflite"
-    exporter.atomic_write_bytes(str(target), b"old model")
+    fileio.atomic_write_bytes(str(target), b"old model")
     with pytest.raises(TypeError):
-        exporter.atomic_write_bytes(str(target), "not bytes")  # fails inside the write
+        fileio.atomic_write_bytes(str(target), "not bytes")  # fails inside the write
     assert target.read_bytes() == b"old model"
     assert os.listdir(tmp_path) == ["model.tflite"]  # no temporary file left
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from mobilenet_tf.data import synthetic
+from mobilenet_tf.data.labels import LABELS_FILE, parse_labels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DATASET_FORMS = "'synthetic', 'tfds:NAME[/CONFIG]', 'folder:PATH' or 'tfrecord:GLOB'"
@@ -372,10 +373,10 @@ class TFRecordSource(Source):
                     raise ValueError(f"--dataset={spec}: label {y} has two synsets, "
                                      f"{names[y]} and {s}")
             return [n if n is not None else str(i) for i, n in enumerate(names)]
-        labels_txt = os.path.join(folder, "labels.txt")
+        labels_txt = os.path.join(folder, LABELS_FILE)
         if tf.io.gfile.exists(labels_txt):
             with tf.io.gfile.GFile(labels_txt) as f:
-                names = [line.strip() for line in f if line.strip()]
+                names = parse_labels(f.read())
             if len(names) >= num_classes:
                 return names
             logging.warning("%s has %d names for %d classes: using label numbers",
