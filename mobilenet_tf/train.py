@@ -49,9 +49,7 @@ def config_from_flags() -> trainer.TrainConfig:
     """The TrainConfig the parsed flags describe (raises ValueError naming a bad flag)."""
     train_kwargs = {f.name: FLAGS[f.name].value for f in _TRAIN_FIELDS}
     data_kwargs = {f.name: FLAGS[f.name].value for f in _DATA_FIELDS}
-    data_cfg = data.DataConfig(image_size=(FLAGS.resolution, FLAGS.resolution),
-                               seed=FLAGS.seed, **data_kwargs)
-    config = trainer.TrainConfig(data=data_cfg, **train_kwargs)
+    config = trainer.TrainConfig(data=data.DataConfig(**data_kwargs), **train_kwargs)
     config.validate()
     return config
 

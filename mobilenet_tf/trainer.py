@@ -148,10 +148,6 @@ class TrainConfig:
         if self.initial_weights and self.initial_weights != "imagenet":
             need(os.path.exists(self.initial_weights), "initial_weights",
                  "no such file; use a .keras, .weights.h5 or .h5 file, or 'imagenet'")
-        if self.data is not None:
-            image_size = tuple(getattr(self.data, "image_size", (self.resolution,) * 2))
-            need(image_size == (self.resolution, self.resolution), "resolution",
-                 f"the data config's image_size is {image_size}; set it from --resolution")
 
     def parsed_profile_steps(self):
         if not self.profile_steps:
@@ -175,6 +171,12 @@ class TrainConfig:
                 "variant": self.variant, "depth_multiplier": self.depth_multiplier,
                 "dropout": self.dropout, "num_classes": num_classes}
 
+    def data_config(self):
+        """The data config with the fields training owns (DERIVED_DATA_FIELDS) set from it:
+        images of ``resolution``, and the one ``seed``."""
+        return dataclasses.replace(self.data, image_size=(self.resolution,) * 2,
+                                   seed=self.seed)
+
     def flag_values(self) -> dict:
         """{flag name: value} of every option, data options included (flags.txt)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -187,7 +189,7 @@ class TrainConfig:
 
 
 # DataConfig fields that the trainer sets itself rather than exposing as flags.
-DERIVED_DATA_FIELDS = ("image_size",)
+DERIVED_DATA_FIELDS = ("image_size", "seed")  # set from TrainConfig (data_config)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -291,7 +293,7 @@ def build_inputs(config: TrainConfig):
     if config.data is None:
         raise ValueError("TrainConfig.data is None: set it to a data.DataConfig (the "
                          "--dataset flags), or pass train_input/eval_input objects")
-    data_cfg = dataclasses.replace(config.data, image_size=(config.resolution,) * 2)
+    data_cfg = config.data_config()
     train = data.build_input(data_cfg, split=config.train_split, training=True,
                              global_batch_size=config.batch_size)
     evaluation = None
@@ -390,12 +392,10 @@ class Trainer:
 
         write_labels(self.files.labels, self.class_names)
         _atomic_write(self.files.flags, flags_text(cfg))
-        data_cfg = cfg.data
-        if data_cfg is not None:
-            data_cfg = dataclasses.replace(data_cfg, image_size=(cfg.resolution,) * 2)
+        data_cfg = cfg.data_config() if cfg.data is not None else None
         run_cfg = {
             "model": model_cfg,
-            "data": _jsonable(data_cfg) if data_cfg is not None else None,
+            "data": data_cfg.to_dict() if data_cfg is not None else None,
             "train": {k: _jsonable(v) for k, v in cfg.flag_values().items()
                       if not (data_cfg is not None and hasattr(data_cfg, k))},
             "class_names": self.class_names,

@@ -27,8 +27,9 @@ def _config(*argv):
 def test_quickstart_flags_build_the_config():
     config = _config()
     assert config.alpha == 0.25 and config.resolution == 64
-    assert config.data.dataset == "synthetic" and config.data.image_size == (64, 64)
-    assert config.data.seed == config.seed
+    assert config.data.dataset == "synthetic" and config.data_config().image_size == (64, 64)
+    seeded = _config("--seed=7")
+    assert seeded.data_config().seed == seeded.seed == 7  # one seed for init and data
     # flags.txt of a run lists every option; parsed again it gives the same config.
     text = trainer.flags_text(config)
     assert "--dataset=synthetic" in text and "--nojit_compile" in text
@@ -101,4 +102,4 @@ def test_every_experiment_config_parses():
         finally:
             os.chdir(cwd)
             train.FLAGS.unparse_flags()
-        assert config.data.image_size == (config.resolution, config.resolution), name
+        assert config.data_config().image_size == (config.resolution, config.resolution), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from mobilenet_tf.data import synthetic
 from mobilenet_tf.data.preprocessing import EVAL_CROP_FRACTION
 
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -72,9 +73,7 @@ class DataConfig:
         if not 0 <= self.cutmix_alpha <= 1:
             raise ValueError(f"--cutmix_alpha must be in [0, 1] (keras.layers.CutMix factor), "
                              f"got {self.cutmix_alpha}")
-        if self.synthetic_num_classes < 2:
-            raise ValueError("--synthetic_num_classes must be >= 2, "
-                             f"got {self.synthetic_num_classes}")
+        synthetic.class_names(self.synthetic_num_classes)  # the range check, one place
         if self.synthetic_num_examples < 1:
             raise ValueError("--synthetic_num_examples must be >= 1, "
                              f"got {self.synthetic_num_examples}")
