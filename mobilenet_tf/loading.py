@@ -23,11 +23,12 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from mobilenet_tf import rundir
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
 
-CHECKPOINTS = {"best": "best.keras", "final": "final.keras"}
-CONFIG_FILE = "config.json"
+CHECKPOINTS = rundir.MODELS
+CONFIG_FILE = rundir.CONFIG_FILE
 SAVED_MODEL_SIGNATURE = "classify_images"
 FORMATS = ("keras", "saved_model", "tflite")
 

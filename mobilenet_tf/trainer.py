@@ -9,7 +9,7 @@ keras-team/keras#20585.) The loss is the per-example cross-entropy summed and di
 the global batch size, plus the L2 weight decay divided by the number of replicas, so
 the all-reduced (summed) gradients are those of the global-batch mean.
 
-The run directory is laid out as ``CONTRACT.md`` says (see ``RunFiles``); a run resumes
+The run directory is laid out as ``mobilenet_tf.rundir`` says (``RunFiles``); a run resumes
 from its latest checkpoint when the same command is repeated after a crash, SIGTERM or
 SIGKILL, and a completed run does nothing.
 """
@@ -35,6 +35,7 @@ from mobilenet_tf import distribute, fileio, optim
 from mobilenet_tf import tensorboard_logging as tb
 from mobilenet_tf.model import VARIANTS, mobilenet_v1
 from mobilenet_tf.profiler import profile_model
+from mobilenet_tf.rundir import RunFiles
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -198,45 +199,6 @@ class TrainingDivergedError(RuntimeError):
 
 class Preempted(RuntimeError):
     """SIGTERM arrived; a checkpoint was written and the same command resumes."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunFiles:
-    """The paths of a run directory (the contract export and evaluate rely on)."""
-
-    workdir: str
-
-    @property
-    def flags(self):
-        return os.path.join(self.workdir, "flags.txt")
-
-    @property
-    def labels(self):
-        return os.path.join(self.workdir, "labels.txt")
-
-    @property
-    def config(self):
-        return os.path.join(self.workdir, "config.json")
-
-    @property
-    def checkpoints(self):
-        return os.path.join(self.workdir, "checkpoints")
-
-    @property
-    def metrics(self):
-        return os.path.join(self.workdir, "metrics.csv")
-
-    @property
-    def best(self):
-        return os.path.join(self.workdir, "best.keras")
-
-    @property
-    def final(self):
-        return os.path.join(self.workdir, "final.keras")
-
-    @property
-    def summary(self):
-        return os.path.join(self.workdir, "summary.json")
 
 
 METRICS_COLUMNS = ("epoch", "step", "train_loss", "train_top1", "train_top5", "val_loss",
@@ -464,7 +426,7 @@ class Trainer:
         ckpt_dir = distribute.write_dir(self.files.workdir, self.strategy)
         self.scratch_dir = None if self.chief else ckpt_dir
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(ckpt_dir, "checkpoints"),
+            self.checkpoint, RunFiles(ckpt_dir).checkpoints,
             max_to_keep=cfg.keep_checkpoints)
         latest = tf.train.latest_checkpoint(self.files.checkpoints)
         if latest:

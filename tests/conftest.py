@@ -1,6 +1,6 @@
 """Shared fixtures: a small, really trained run directory and the images it learned.
 
-The run directory has the layout training writes (CONTRACT.md): best.keras, final.keras,
+The run directory has the layout training writes (mobilenet_tf/rundir.py): best.keras, final.keras,
 labels.txt, config.json. The model is a tiny MobileNet (alpha 0.25, 64x64) trained with
 ``model.fit`` to tell apart coloured shapes drawn on noisy backgrounds.
 """
