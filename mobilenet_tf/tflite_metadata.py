@@ -325,8 +325,8 @@ def read_image_classifier_metadata(model: str | bytes) -> ImageClassifierInfo:
         model_bytes = bytes(model)
     buf = get_metadata_buffer(model_bytes)
     if buf is None:
-        raise ValueError(f"{model if isinstance(model, str) else 'model'} has no "
-                         f"{METADATA_NAME} metadata")
+        name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "model"
+        raise ValueError(f"{name} has no {METADATA_NAME} metadata")
     if not _md.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
         raise ValueError("TFLITE_METADATA buffer lacks the M001 identifier")
     meta = _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAsModelMetadata(buf, 0))
