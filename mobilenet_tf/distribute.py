@@ -8,7 +8,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+from mobilenet_tf.train_config import STRATEGIES  # noqa: E402
 
 
 def make_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.distribute.Strategy:

@@ -1,7 +1,8 @@
 """The MobileNet v1 network of Howard et al. 2017, built with the Keras functional API.
 
-The architecture is one declarative table (``STEM`` and ``BLOCKS``, Table 1 of the
-paper). The builder reads it; the profiler reads the built model. Layer names and weight
+The architecture is one declarative table (``STEM_FILTERS`` and ``BLOCKS`` in
+``mobilenet_tf.architecture``, Table 1 of the paper). The builder reads it; the profiler
+reads the built model. Layer names and weight
 shapes follow ``keras.applications.MobileNet`` exactly (``conv1``, ``conv_dw_N``,
 ``conv_pw_N``, their ``_bn`` layers, ``conv_preds``), so Keras' published ImageNet weights
 load into this model and this model's weights load into Keras'.
@@ -9,55 +10,18 @@ load into this model and this model's weights load into Keras'.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
 from keras import layers
 
-VARIANTS = ("mobilenet", "conv", "shallow")
-POOLINGS = (None, "avg", "max")
-MIN_RESOLUTION = 32
-PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)
-PAPER_RESOLUTIONS = (224, 192, 160, 128)
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """One depthwise-separable block of Table 1: 3x3 depthwise conv, then 1x1 conv."""
-
-    block_id: int  # the N in Keras' conv_dw_N / conv_pw_N names
-    filters: int  # pointwise output channels at alpha = 1
-    stride: int  # stride of the depthwise conv
-    shallow_removed: bool = False  # one of the five 14x14x512 blocks Table 5 removes
-
-
-# Table 1: "Conv / s2, 3x3x3x32" then thirteen "Conv dw / Conv 1x1" pairs.
-STEM_FILTERS = 32
-STEM_STRIDE = 2
-BLOCKS: tuple[Block, ...] = (
-    Block(1, 64, 1),
-    Block(2, 128, 2),
-    Block(3, 128, 1),
-    Block(4, 256, 2),
-    Block(5, 256, 1),
-    Block(6, 512, 2),
-    *(Block(i, 512, 1, shallow_removed=True) for i in range(7, 12)),
-    Block(12, 1024, 2),
-    Block(13, 1024, 1),
-)
+from mobilenet_tf.architecture import (  # noqa: F401  (re-exported)
+    BLOCKS, MIN_RESOLUTION, PAPER_ALPHAS, PAPER_RESOLUTIONS, POOLINGS, STEM_FILTERS,
+    STEM_STRIDE, VARIANTS, Block, blocks_for, check_choice)
 
 # Keras' published ImageNet files (the "imagenet" weights option).
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 _ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
-
-
-def blocks_for(variant: str) -> tuple[Block, ...]:
-    """The separable blocks that a variant keeps (all but Table 5's five for shallow)."""
-    _check_choice("variant", variant, VARIANTS)
-    if variant == "shallow":
-        return tuple(b for b in BLOCKS if not b.shallow_removed)
-    return BLOCKS
 
 
 def mobilenet_v1(
@@ -173,11 +137,6 @@ def imagenet_weights_path(alpha: float, rows: int, include_top: bool) -> str:
         ) from err
 
 
-def _check_choice(arg, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{arg}={value!r} is not valid; allowed values: {list(allowed)}")
-
-
 def _check_input_shape(input_shape):
     shape = tuple(input_shape)
     if len(shape) != 3 or shape[2] != 3 or any(
@@ -202,15 +161,15 @@ def _check_args(alpha, depth_multiplier, dropout, include_top, pooling, num_clas
                          "it must be an integer >= 1")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
-    _check_choice("variant", variant, VARIANTS)
-    _check_choice("pooling", pooling, POOLINGS)
+    check_choice("variant", variant, VARIANTS)
+    check_choice("pooling", pooling, POOLINGS)
     if include_top and pooling is not None:
         raise ValueError(f"pooling={pooling!r} is only valid with include_top=False; with "
                          "include_top=True the model always average-pools (use pooling=None)")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} is not valid; it must be an "
                          "integer >= 1")
-    _check_choice("classifier_activation", classifier_activation, ("softmax", None))
+    check_choice("classifier_activation", classifier_activation, ("softmax", None))
 
 
 def _check_weights(weights, alpha, depth_multiplier, include_top, num_classes, variant):

@@ -15,8 +15,7 @@ import math
 import keras
 import tensorflow as tf
 
-OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-SCHEDULES = ("exponential", "cosine", "constant")
+from mobilenet_tf.train_config import OPTIMIZERS, SCHEDULES  # noqa: E402
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):

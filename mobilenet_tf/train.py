@@ -18,7 +18,8 @@ import sys
 
 from absl import app, flags, logging
 
-from mobilenet_tf import data, trainer
+from mobilenet_tf import train_config
+from mobilenet_tf.data.config import DataConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, models, summary.")
@@ -26,10 +27,10 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, models, 
 _DEFINE = {"float": flags.DEFINE_float, "int": flags.DEFINE_integer,
            "str": flags.DEFINE_string, "Optional[str]": flags.DEFINE_string,
            "bool": flags.DEFINE_bool}
-_TRAIN_FIELDS = [f for f in dataclasses.fields(trainer.TrainConfig) if f.name != "data"]
+_TRAIN_FIELDS = [f for f in dataclasses.fields(train_config.TrainConfig) if f.name != "data"]
 _TRAIN_NAMES = {f.name for f in _TRAIN_FIELDS}
-_DATA_FIELDS = [f for f in dataclasses.fields(data.DataConfig)
-                if f.name not in trainer.DERIVED_DATA_FIELDS and f.name not in _TRAIN_NAMES]
+_DATA_FIELDS = [f for f in dataclasses.fields(DataConfig)
+                if f.name not in train_config.DERIVED_DATA_FIELDS and f.name not in _TRAIN_NAMES]
 
 
 def _define(field, help_text):
@@ -45,11 +46,11 @@ for _f in _DATA_FIELDS:
     _define(_f, f"Input pipeline (data.DataConfig.{_f.name}).")
 
 
-def config_from_flags() -> trainer.TrainConfig:
+def config_from_flags() -> train_config.TrainConfig:
     """The TrainConfig the parsed flags describe (raises ValueError naming a bad flag)."""
     train_kwargs = {f.name: FLAGS[f.name].value for f in _TRAIN_FIELDS}
     data_kwargs = {f.name: FLAGS[f.name].value for f in _DATA_FIELDS}
-    config = trainer.TrainConfig(data=data.DataConfig(**data_kwargs), **train_kwargs)
+    config = train_config.TrainConfig(data=DataConfig(**data_kwargs), **train_kwargs)
     config.validate()
     return config
 
@@ -65,6 +66,8 @@ def main(argv):
         config = config_from_flags()
     except ValueError as err:
         raise app.UsageError(str(err)) from err
+    from mobilenet_tf import trainer  # TensorFlow: only once the flags are valid
+
     try:
         trainer.train_and_evaluate(config, FLAGS.workdir)
     except (trainer.TrainingDivergedError, trainer.Preempted) as err:

@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import time
-from typing import Any
 
 import keras
 import numpy as np
@@ -33,165 +32,11 @@ import tensorflow as tf
 
 from mobilenet_tf import distribute, fileio, optim
 from mobilenet_tf import tensorboard_logging as tb
-from mobilenet_tf.model import VARIANTS, mobilenet_v1
+from mobilenet_tf.model import mobilenet_v1
 from mobilenet_tf.profiler import profile_model
 from mobilenet_tf.rundir import RunFiles
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-def _field(default, help_text, **kw):
-    return dataclasses.field(default=default, metadata={"help": help_text}, **kw)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run depends on. The field names are the flag names of
-    ``python -m mobilenet_tf.train`` (the data options come from ``data.DataConfig``)."""
-
-    data: Any = None  # mobilenet_tf.data.DataConfig (image_size is set from `resolution`)
-    train_split: str = _field("train", "Split to train on, e.g. 'train' or 'train[:90%]'.")
-    eval_split: str = _field("validation", "Split to evaluate on after each epoch, e.g. "
-                             "'validation' or 'train[90%:]'; empty: no evaluation.")
-    # Model.
-    alpha: float = _field(1.0, "Width multiplier (paper: 1.0, 0.75, 0.5, 0.25).")
-    resolution: int = _field(224, "Input resolution, square (paper: 224, 192, 160, 128).")
-    variant: str = _field("mobilenet", f"Architecture: one of {list(VARIANTS)}.")
-    depth_multiplier: int = _field(1, "Depthwise channel multiplier.")
-    dropout: float = _field(1e-3, "Dropout rate before the classifier.")
-    bn_momentum: float = _field(0.99, "Batch-norm moving-statistics momentum (Keras: "
-                                "0.99, slim: 0.9997; short runs need less, e.g. 0.9).")
-    initial_weights: str = _field("", "Start from these weights: a .keras/.weights.h5/.h5 "
-                                  "file or 'imagenet'; layers whose shapes differ (e.g. the "
-                                  "classifier for another class count) keep their init.")
-    # Schedule of the run.
-    epochs: float = _field(1, "Number of epochs to train (> 0; may be fractional).")
-    batch_size: int = _field(64, "Global batch size (over all replicas and workers).")
-    steps_per_epoch: int = _field(0, "Steps per epoch; 0: train examples // batch_size.")
-    eval_every_epochs: int = _field(1, "Evaluate every N epochs (and after the last).")
-    # Optimization.
-    optimizer: str = _field("rmsprop", f"One of {list(optim.OPTIMIZERS)}.")
-    learning_rate: float = _field(0.045, "Peak learning rate at `lr_reference_batch_size`.")
-    lr_reference_batch_size: int = _field(0, "Batch size `learning_rate` is meant for; the "
-                                          "rate is scaled linearly by batch_size / this "
-                                          "(0: no scaling).")
-    lr_schedule: str = _field("exponential", f"One of {list(optim.SCHEDULES)}.")
-    warmup_epochs: float = _field(0.0, "Linear warmup from 0 over this many epochs.")
-    lr_decay_rate: float = _field(0.94, "exponential: factor per `lr_decay_epochs`.")
-    lr_decay_epochs: float = _field(2.5, "exponential: epochs per decay (staircase).")
-    momentum: float = _field(0.9, "rmsprop/sgd momentum.")
-    rmsprop_rho: float = _field(0.9, "rmsprop decay of the squared-gradient average.")
-    rmsprop_epsilon: float = _field(1.0, "rmsprop epsilon (slim/Inception: 1.0).")
-    label_smoothing: float = _field(0.1, "Label smoothing in [0, 1).")
-    weight_decay: float = _field(4e-5, "L2 weight decay (rmsprop/sgd: coefficient of "
-                                 "sum(w^2)/2 in the loss, as slim; adamw: decoupled decay) "
-                                 "on conv and classifier kernels.")
-    depthwise_weight_decay: float = _field(0.0, "Weight decay on depthwise filters "
-                                           "(paper: very little or none). adamw: any value "
-                                           "> 0 decays them at --weight_decay.")
-    ema_decay: float = _field(0.0, "Moving average of weights used for eval and the saved "
-                              "models, e.g. 0.9999; 0: off.")
-    # Runtime.
-    strategy: str = _field("auto", f"One of {list(distribute.STRATEGIES)}.")
-    tpu_address: str = _field("", "TPU name or grpc:// address for strategy=tpu.")
-    precision: str = _field("float32", f"Keras dtype policy: one of {list(PRECISIONS)}.")
-    jit_compile: bool = _field(False, "XLA-compile the train step (off: XLA made MobileNet "
-                               "training ~10x slower on CPU here; try it on GPU/TPU).")
-    seed: int = _field(0, "Random seed (init, dropout, data order).")
-    steps_per_loop: int = _field(20, "Training steps per tf.function call.")
-    checkpoint_every_steps: int = _field(500, "Save a checkpoint every N steps (and at each "
-                                         "epoch end).")
-    keep_checkpoints: int = _field(3, "Number of recent checkpoints to keep.")
-    profile_steps: str = _field("", "Profile steps 'START,END' into the TensorBoard logs.")
-    log_images: bool = _field(True, "Log a grid of augmented training images.")
-    verbose: int = _field(1, "0: quiet, 1: progress bar and epoch lines, 2: epoch lines.")
-
-    def validate(self):
-        """Raises ValueError naming the first invalid option."""
-        def need(ok, flag, msg):
-            if not ok:
-                raise ValueError(f"--{flag}={getattr(self, flag)!r} is not valid: {msg}")
-
-        need(self.alpha > 0, "alpha", "must be > 0 (paper: 1.0, 0.75, 0.5, 0.25)")
-        need(self.resolution >= 32, "resolution", "must be an integer >= 32")
-        need(self.variant in VARIANTS, "variant", f"allowed values: {list(VARIANTS)}")
-        need(self.depth_multiplier >= 1, "depth_multiplier", "must be an integer >= 1")
-        need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        need(0 <= self.bn_momentum < 1, "bn_momentum", "must be in [0, 1)")
-        need(self.epochs > 0, "epochs", "must be > 0")
-        need(self.batch_size >= 1, "batch_size", "must be >= 1 (the global batch size)")
-        need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0 (0: derived)")
-        need(self.eval_every_epochs >= 1, "eval_every_epochs", "must be >= 1")
-        need(self.optimizer in optim.OPTIMIZERS, "optimizer",
-             f"allowed values: {list(optim.OPTIMIZERS)}")
-        need(self.learning_rate > 0, "learning_rate", "must be > 0")
-        need(self.lr_reference_batch_size >= 0, "lr_reference_batch_size", "must be >= 0")
-        need(self.lr_schedule in optim.SCHEDULES, "lr_schedule",
-             f"allowed values: {list(optim.SCHEDULES)}")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
-        need(0 < self.lr_decay_rate <= 1, "lr_decay_rate", "must be in (0, 1]")
-        need(self.lr_decay_epochs > 0, "lr_decay_epochs", "must be > 0")
-        need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        need(0 <= self.rmsprop_rho < 1, "rmsprop_rho", "must be in [0, 1)")
-        need(self.rmsprop_epsilon > 0, "rmsprop_epsilon", "must be > 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.depthwise_weight_decay >= 0, "depthwise_weight_decay", "must be >= 0")
-        need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1) (0: off)")
-        need(self.strategy in distribute.STRATEGIES, "strategy",
-             f"allowed values: {list(distribute.STRATEGIES)}")
-        need(self.precision in PRECISIONS, "precision", f"allowed values: {list(PRECISIONS)}")
-        need(self.steps_per_loop >= 1, "steps_per_loop", "must be >= 1")
-        need(self.checkpoint_every_steps >= 1, "checkpoint_every_steps", "must be >= 1")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        need(self.verbose in (0, 1, 2), "verbose", "allowed values: 0, 1, 2")
-        self.parsed_profile_steps()
-        if self.initial_weights and self.initial_weights != "imagenet":
-            need(os.path.exists(self.initial_weights), "initial_weights",
-                 "no such file; use a .keras, .weights.h5 or .h5 file, or 'imagenet'")
-
-    def parsed_profile_steps(self):
-        if not self.profile_steps:
-            return None
-        try:
-            start, end = (int(s) for s in self.profile_steps.split(","))
-        except ValueError:
-            start = end = -1
-        if not 0 <= start < end:
-            raise ValueError(f"--profile_steps={self.profile_steps!r} is not valid: use "
-                             "'START,END' with 0 <= START < END (optimizer steps)")
-        return start, end
-
-    def learning_rate_for_batch(self) -> float:
-        if not self.lr_reference_batch_size:
-            return self.learning_rate
-        return self.learning_rate * self.batch_size / self.lr_reference_batch_size
-
-    def model_config(self, num_classes: int) -> dict:
-        return {"alpha": self.alpha, "input_shape": [self.resolution, self.resolution, 3],
-                "variant": self.variant, "depth_multiplier": self.depth_multiplier,
-                "dropout": self.dropout, "num_classes": num_classes}
-
-    def data_config(self):
-        """The data config with the fields training owns (DERIVED_DATA_FIELDS) set from it:
-        images of ``resolution``, and the one ``seed``."""
-        return dataclasses.replace(self.data, image_size=(self.resolution,) * 2,
-                                   seed=self.seed)
-
-    def flag_values(self) -> dict:
-        """{flag name: value} of every option, data options included (flags.txt)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "data"}
-        if self.data is not None:
-            for f in dataclasses.fields(self.data):
-                if f.name not in DERIVED_DATA_FIELDS:
-                    out[f.name] = getattr(self.data, f.name)
-        return out
-
-
-# DataConfig fields that the trainer sets itself rather than exposing as flags.
-DERIVED_DATA_FIELDS = ("image_size", "seed")  # set from TrainConfig (data_config)
-
+from mobilenet_tf.train_config import (  # noqa: F401  (re-exported)
+    DERIVED_DATA_FIELDS, PRECISIONS, TrainConfig, flags_text)
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is left in place."""
@@ -204,21 +49,6 @@ class Preempted(RuntimeError):
 METRICS_COLUMNS = ("epoch", "step", "train_loss", "train_top1", "train_top5", "val_loss",
                    "val_top1", "val_top5", "learning_rate", "images_per_second",
                    "wall_seconds")
-
-
-def flags_text(config: TrainConfig) -> str:
-    """flags.txt: one ``--name=value`` per option, usable as ``--flagfile``."""
-    lines = []
-    for name, value in config.flag_values().items():
-        if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
-        elif value is None:
-            continue
-        elif isinstance(value, (list, tuple)):
-            lines.append(f"--{name}={','.join(str(v) for v in value)}")
-        else:
-            lines.append(f"--{name}={value}")
-    return "\n".join(lines) + "\n"
 
 
 _atomic_write = fileio.atomic_write_text

@@ -11,7 +11,9 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.data.preprocessing import EVAL_CROP_FRACTION
+from mobilenet_tf.data.specs import parse_dataset_spec
+
+EVAL_CROP_FRACTION = 0.875  # the evaluation center crop (Inception/slim), in one place
 
 BAD_IMAGE_POLICIES = ("skip", "error")
 
@@ -53,7 +55,6 @@ class DataConfig:
             raise ValueError("--dataset must be one of 'synthetic', 'tfds:NAME[/CONFIG]', "
                              f"'folder:PATH', 'tfrecord:GLOB'; got {self.dataset!r}")
         # Malformed specs fail here, before anything else happens.
-        from mobilenet_tf.data.sources import parse_dataset_spec
         parse_dataset_spec(self.dataset)
         if self.bad_images not in BAD_IMAGE_POLICIES:
             raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, "

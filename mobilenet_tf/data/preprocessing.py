@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION  # noqa: F401  (re-exported)
+
 MEAN = 127.5  # per channel, in uint8 pixel units
 STD = 127.5
-EVAL_CROP_FRACTION = 0.875
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:

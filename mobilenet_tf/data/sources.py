@@ -21,9 +21,7 @@ pass the split string straight to tfds.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import zlib
 from typing import Optional, Sequence
 
@@ -33,74 +31,9 @@ from absl import logging
 
 from mobilenet_tf.data import synthetic
 from mobilenet_tf.data.labels import LABELS_FILE, parse_labels
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-DATASET_FORMS = "'synthetic', 'tfds:NAME[/CONFIG]', 'folder:PATH' or 'tfrecord:GLOB'"
-SPLIT_PLACEHOLDER = "{split}"
-
-
-# --------------------------------------------------------------------------- specs
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    kind: str  # "synthetic" | "tfds" | "folder" | "tfrecord"
-    name: Optional[str] = None  # tfds name
-    config: Optional[str] = None  # tfds config
-    path: Optional[str] = None  # folder path or tfrecord glob
-
-
-def parse_dataset_spec(spec: str) -> DatasetSpec:
-    """Parses a ``--dataset`` value; a malformed one raises ValueError naming the flag."""
-    if not isinstance(spec, str):
-        raise ValueError(f"--dataset must be a string ({DATASET_FORMS}), got {spec!r}")
-    s = spec.strip()
-    if s == "synthetic":
-        return DatasetSpec("synthetic")
-    kind, sep, rest = s.partition(":")
-    if not sep or kind not in ("tfds", "folder", "tfrecord"):
-        raise ValueError(f"--dataset={spec!r} is malformed: use {DATASET_FORMS}")
-    if not rest:
-        raise ValueError(f"--dataset={spec!r} is malformed: nothing after '{kind}:'; "
-                         f"use {DATASET_FORMS}")
-    if kind == "tfds":
-        m = re.fullmatch(r"([a-z0-9_]+)(?:/([A-Za-z0-9_.\-]+))?(?::[0-9.]+)?", rest)
-        if not m:
-            raise ValueError(f"--dataset={spec!r} is malformed: tfds datasets are written "
-                             "'tfds:NAME' or 'tfds:NAME/CONFIG' (e.g. "
-                             "'tfds:imagenette/160px-v2')")
-        return DatasetSpec("tfds", name=m.group(1), config=m.group(2))
-    return DatasetSpec(kind, path=rest)
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    name: str
-    start: Optional[float] = None  # percent
-    end: Optional[float] = None
-
-    @property
-    def sliced(self) -> bool:
-        return self.start is not None or self.end is not None
-
-    def select(self, n: int) -> slice:
-        a = 0 if self.start is None else int(round(n * self.start / 100))
-        b = n if self.end is None else int(round(n * self.end / 100))
-        return slice(a, b)
-
-
-def parse_split(split: str, dataset: str) -> SplitSpec:
-    """``NAME`` or ``NAME[a%:b%]`` (either bound optional, 0 <= a <= b <= 100)."""
-    m = re.fullmatch(r"\s*([A-Za-z0-9_\-]+)\s*(?:\[\s*(?:(\d+(?:\.\d+)?)%)?\s*:\s*"
-                     r"(?:(\d+(?:\.\d+)?)%)?\s*\])?\s*", split or "")
-    if not m:
-        raise ValueError(f"split {split!r} for --dataset={dataset} is malformed: use NAME or "
-                         "NAME[a%:b%] with percentages (e.g. 'train', 'train[:90%]', "
-                         "'train[90%:]')")
-    start = float(m.group(2)) if m.group(2) is not None else None
-    end = float(m.group(3)) if m.group(3) is not None else None
-    if (start or 0) > (100 if end is None else end) or (end is not None and end > 100):
-        raise ValueError(f"split {split!r} for --dataset={dataset}: need 0 <= a <= b <= 100 "
-                         "in NAME[a%:b%]")
-    return SplitSpec(m.group(1), start, end)
+from mobilenet_tf.data.specs import (  # noqa: F401  (re-exported)
+    DATASET_FORMS, IMAGE_EXTENSIONS, SPLIT_PLACEHOLDER, DatasetSpec, SplitSpec,
+    parse_dataset_spec, parse_split)
 
 
 def _class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpec,

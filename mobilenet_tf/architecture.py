@@ -1,0 +1,54 @@
+"""The architecture of MobileNet v1 as data (Table 1 of the paper): the stem and the
+thirteen depthwise-separable blocks, the variants and the paper's multipliers.
+
+No Keras or TensorFlow here: the builder (``model.py``) and the profiler read this table,
+and the command lines validate their flags against it before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+VARIANTS = ("mobilenet", "conv", "shallow")
+POOLINGS = (None, "avg", "max")
+MIN_RESOLUTION = 32
+PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)
+PAPER_RESOLUTIONS = (224, 192, 160, 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One depthwise-separable block of Table 1: 3x3 depthwise conv, then 1x1 conv."""
+
+    block_id: int  # the N in Keras' conv_dw_N / conv_pw_N names
+    filters: int  # pointwise output channels at alpha = 1
+    stride: int  # stride of the depthwise conv
+    shallow_removed: bool = False  # one of the five 14x14x512 blocks Table 5 removes
+
+
+# Table 1: "Conv / s2, 3x3x3x32" then thirteen "Conv dw / Conv 1x1" pairs.
+STEM_FILTERS = 32
+STEM_STRIDE = 2
+BLOCKS: tuple[Block, ...] = (
+    Block(1, 64, 1),
+    Block(2, 128, 2),
+    Block(3, 128, 1),
+    Block(4, 256, 2),
+    Block(5, 256, 1),
+    Block(6, 512, 2),
+    *(Block(i, 512, 1, shallow_removed=True) for i in range(7, 12)),
+    Block(12, 1024, 2),
+    Block(13, 1024, 1),
+)
+
+def blocks_for(variant: str) -> tuple[Block, ...]:
+    """The separable blocks that a variant keeps (all but Table 5's five for shallow)."""
+    check_choice("variant", variant, VARIANTS)
+    if variant == "shallow":
+        return tuple(b for b in BLOCKS if not b.shallow_removed)
+    return BLOCKS
+
+
+def check_choice(arg, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{arg}={value!r} is not valid; allowed values: {list(allowed)}")
