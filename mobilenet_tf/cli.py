@@ -86,6 +86,12 @@ def define(group: str, definer, name: str, *args, required=False, **kwargs):
     return holder
 
 
+def mark_required(name: str) -> None:
+    """--name must be given (checked after --help is handled)."""
+    if name not in _required:
+        _required.append(name)
+
+
 def define_fields(fields, definers: dict, skip=()) -> list:
     """One flag per dataclass field (name, default, ``metadata`` help and group); returns
     the fields defined. ``definers``: {type name: absl DEFINE_*}."""
@@ -99,8 +105,9 @@ def define_fields(fields, definers: dict, skip=()) -> list:
         help_text = field.metadata.get("help")
         if not help_text:
             raise ValueError(f"field {field.name} has no help text in its metadata")
-        define(field.metadata.get("group", "general"), definers[kind], field.name,
-               field.default, help_text)
+        default = list(field.default) if isinstance(field.default, tuple) else field.default
+        define(field.metadata.get("group", "general"), definers[kind], field.name, default,
+               help_text)
         out.append(field)
     return out
 
@@ -111,7 +118,7 @@ def _default_text(flag) -> str:
     if flag.name in _required:
         return "required"
     if value is None:
-        return "default: none"
+        return ""
     if isinstance(value, bool):
         return f"default: {str(value).lower()}"
     if isinstance(value, (list, tuple)):
@@ -129,7 +136,8 @@ def _flag_help(flag) -> list[str]:
     values = getattr(flag.parser, "enum_values", None)
     if values and not all(v in text for v in values):
         text += f" One of: {', '.join(values)}."
-    head = f"  {name}  ({_default_text(flag)})"
+    default = _default_text(flag)
+    head = f"  {name}  ({default})" if default else f"  {name}"
     body = textwrap.fill(text, _WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return [head, body]
 
@@ -259,10 +267,10 @@ def load(module: str):
 MODEL_FORMS = "a run directory, a .keras file, an exported SavedModel directory or a .tflite file"
 
 
-def check_model_path(path: str, flag: str = "--model") -> None:
+def check_model_path(path: str, flag: str = "--model", forms: str = MODEL_FORMS) -> None:
     """UsageError unless ``path`` exists (the format is checked when it is opened)."""
     if not os.path.exists(path):
-        raise UsageError(f"{flag}={path} does not exist; give {MODEL_FORMS}")
+        raise UsageError(f"{flag}={path} does not exist; give {forms}")
 
 
 def check_dataset(spec: str, flag: str = "--dataset") -> None:
