@@ -79,7 +79,7 @@ def test_help_is_grouped_and_free_of_foreign_flags(name):
     topics = [l[:-1] for l in text.splitlines() if l.endswith(":") and l[:-1] in cli.TOPICS]
     assert topics == sorted(topics, key=cli.TOPICS.index) and "general" in topics
     assert len(topics) >= 3
-    shown = {l.split()[0].replace("[no]", "").rstrip(",")[2:]
+    shown = {l.split()[0].replace("[no]", "").rstrip(",").split("=")[0][2:]
              for l in text.splitlines() if l.startswith("  --")}
     foreign = {"logtostderr", "alsologtostderr", "log_dir", "test_srcdir", "pdb",
                "hbm_oom_exit", "tt_check_filter", "op_conversion_fallback_to_while_loop",
