@@ -256,6 +256,21 @@ def quiet_native_stderr():
         capture.close()
 
 
+def quiet_litert_banner(model_path: str) -> None:
+    """LiteRT prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` once per
+    process, when its first interpreter allocates its tensors, whatever the log level: do
+    that first for ``model_path`` (a .tflite) with stderr diverted."""
+    if not _quiet or not model_path.endswith(".tflite") or not os.path.isfile(model_path):
+        return
+    with quiet_native_stderr():
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            Interpreter(model_path=model_path).allocate_tensors()
+        except Exception:  # noqa: BLE001  (opening it for real reports what is wrong)
+            pass
+
+
 def load(module: str):
     """Imports ``module`` (one that imports TensorFlow) without TensorFlow's start-up
     lines on stderr."""

@@ -52,6 +52,7 @@ def main(argv):
     if _CROP.value is not None and not 0 < _CROP.value <= 1:
         raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
     evaluation = cli.load("mobilenet_tf.evaluation")
+    cli.quiet_litert_banner(_MODEL.value)
     config = evaluation.EvalConfig(model=_MODEL.value, dataset=_DATASET.value,
                                    split=_SPLIT.value, data_dir=_DATA_DIR.value,
                                    checkpoint=_CHECKPOINT.value, max_images=_MAX_IMAGES.value,

@@ -78,6 +78,7 @@ def main(argv):
                            checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
                            crop_fraction=_CROP.value, json=_JSON.value)
     cli.load("mobilenet_tf.prediction")
+    cli.quiet_litert_banner(config.model)
     try:
         return run(config)
     except ValueError as e:
