@@ -102,12 +102,11 @@ def define_fields(fields, definers: dict, skip=()) -> list:
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         if kind not in definers:
             raise TypeError(f"no flag type for {field.name}: {kind}")
-        help_text = field.metadata.get("help")
-        if not help_text:
-            raise ValueError(f"field {field.name} has no help text in its metadata")
+        help_text, group = field.metadata.get("help"), field.metadata.get("group")
+        if not help_text or not group:
+            raise ValueError(f"field {field.name} has no help text or group in its metadata")
         default = list(field.default) if isinstance(field.default, tuple) else field.default
-        define(field.metadata.get("group", "general"), definers[kind], field.name, default,
-               help_text)
+        define(group, definers[kind], field.name, default, help_text)
         out.append(field)
     return out
 

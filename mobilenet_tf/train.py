@@ -1,7 +1,7 @@
 r"""Train MobileNet v1: ``python -m mobilenet_tf.train --flagfile=CFG --workdir=RUN``.
 
 A flag on the command line overrides the flagfile. The flags are the fields of
-``trainer.TrainConfig`` (model, schedule, optimization, runtime) and of
+``train_config.TrainConfig`` (model, schedule, optimization, runtime) and of
 ``data.DataConfig`` (dataset and augmentation); ``--help`` lists them by topic. Re-running
 the same command resumes an interrupted run from its latest checkpoint; a finished run
 does nothing. Examples:
