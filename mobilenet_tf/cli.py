@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -180,6 +181,7 @@ def program() -> str:
 def usage_exit(message: str) -> None:
     """Prints ``error: MESSAGE`` and where the help is; exits with status 1."""
     message = " ".join(str(message).split()) or "invalid command line"
+    message = re.sub(r"^ERROR:+\s*", "", message)  # absl's flagfile errors
     print(f"error: {message}\nsee: {program()} --help", file=sys.stderr, flush=True)
     sys.exit(EXIT_USAGE)
 

@@ -44,6 +44,7 @@ def _run(name, *args, timeout=120):
     ("train", [f"--flagfile={QUICKSTART}"], "--workdir", "required"),
     ("train", ["--workdir=/tmp/unused", "--batch_size=many"], "--batch_size", "int"),
     ("train", ["--workdir=/tmp/unused", "--batchsize=3"], "batchsize", "batch_size"),
+    ("train", ["--flagfile=/no/such.cfg", "--workdir=/tmp/unused"], "flagfile", "/no/such.cfg"),
     ("evaluate", ["--model=runs/missing", "--dataset=synthetic"], "--model",
      "a run directory"),
     ("evaluate", ["--model=.", "--dataset=imagenet"], "--dataset", "tfds:NAME"),
