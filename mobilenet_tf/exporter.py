@@ -26,7 +26,6 @@ still written) when float32 TFLite disagrees with Keras beyond the tolerances.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
