@@ -10,44 +10,62 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from mobilenet_tf import evaluation, loading
-from mobilenet_tf.data import preprocessing
+from mobilenet_tf import cli, rundir
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION
+from mobilenet_tf.data.specs import DATASET_FORMS, parse_split
 
-flags.DEFINE_string("model", None, "Run directory, .keras file, SavedModel dir or .tflite.")
-flags.DEFINE_string("dataset", None,
-                    'Dataset spec: "synthetic", "tfds:NAME[/CONFIG]", "folder:PATH" or '
-                    '"tfrecord:GLOB".')
-flags.DEFINE_string("split", "validation", "Split, e.g. validation or train[90%:].")
-flags.DEFINE_string("data_dir", None, "tfds data_dir.")
-flags.DEFINE_enum("checkpoint", "best", sorted(loading.CHECKPOINTS),
-                  "Which Keras model of a run directory (final = the EMA/last weights).")
-flags.DEFINE_integer("max_images", None, "Evaluate on at most this many images.")
-flags.DEFINE_float("crop_fraction", None,
-                   f"Eval center crop (default: the run's, else "
-                   f"{preprocessing.EVAL_CROP_FRACTION}); not for SavedModels.")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
-flags.mark_flags_as_required(["model", "dataset"])
-FLAGS = flags.FLAGS
+_MODEL = cli.define("model", flags.DEFINE_string, "model", None,
+                    f"The model to evaluate: {cli.MODEL_FORMS}.", required=True)
+_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(rundir.MODELS),
+                         "Which Keras model of a run directory: best (best validation "
+                         "top-1) or final (the last, EMA, weights).")
+_DATASET = cli.define("data", flags.DEFINE_string, "dataset", None,
+                      f"The data to evaluate on: {DATASET_FORMS}.", required=True)
+_SPLIT = cli.define("data", flags.DEFINE_string, "split", "validation",
+                    "Split, e.g. 'validation' or 'train[90%:]' (per-class percent slices).")
+_DATA_DIR = cli.define("data", flags.DEFINE_string, "data_dir", None,
+                       "tfds data_dir (default: tfds' own).")
+_MAX_IMAGES = cli.define("data", flags.DEFINE_integer, "max_images", None,
+                         "Evaluate on at most this many images (>= 1; default: all).")
+_CROP = cli.define("data", flags.DEFINE_float, "crop_fraction", None,
+                   "Eval center crop in (0, 1] (default: the run's, else "
+                   f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
+_JSON = cli.define("output", flags.DEFINE_bool, "json", False,
+                   "Print one JSON object (top1, top5, loss, num_images, "
+                   "per_class_accuracy, ...) instead of text.")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = evaluation.EvalConfig(model=FLAGS.model, dataset=FLAGS.dataset, split=FLAGS.split,
-                                   data_dir=FLAGS.data_dir, checkpoint=FLAGS.checkpoint,
-                                   max_images=FLAGS.max_images,
-                                   crop_fraction=FLAGS.crop_fraction)
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; options are "
+                             "--flags")
+    cli.check_model_path(_MODEL.value)
+    cli.check_dataset(_DATASET.value)
+    try:
+        parse_split(_SPLIT.value, _DATASET.value)
+    except ValueError as err:
+        raise cli.UsageError(f"--split: {err}") from None
+    if _MAX_IMAGES.value is not None and _MAX_IMAGES.value < 1:
+        raise cli.UsageError(f"--max_images={_MAX_IMAGES.value} must be >= 1")
+    if _CROP.value is not None and not 0 < _CROP.value <= 1:
+        raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
+    evaluation = cli.load("mobilenet_tf.evaluation")
+    cli.quiet_litert_banner(_MODEL.value)
+    config = evaluation.EvalConfig(model=_MODEL.value, dataset=_DATASET.value,
+                                   split=_SPLIT.value, data_dir=_DATA_DIR.value,
+                                   checkpoint=_CHECKPOINT.value, max_images=_MAX_IMAGES.value,
+                                   crop_fraction=_CROP.value)
     try:
         result = evaluation.evaluate(config)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    if FLAGS.json:
+        raise cli.UsageError(str(e)) from None
+    if _JSON.value:
         print(json.dumps(result.to_dict()))
     else:
         print(evaluation.format_result(result))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__)

@@ -4,74 +4,64 @@
         [--quantize=none,float16,dynamic,int8] [--representative_images=N]
 
 Writes RUN/export (or --export_dir): saved_model/, model_{float32,float16,dynamic,int8}
-.tflite, labels.txt, export_report.json and export_report.md. Exits with an error when the
-float32 TFLite model does not reproduce the Keras model.
+.tflite, labels.txt, export_report.json and export_report.md, and prints the report.
+Exits with status 2 when the float32 TFLite model does not reproduce the Keras model
+(the report, written anyway, says why). The TFLite converter's own log lines are shown
+only with --verbosity=0 or when the export fails.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+import dataclasses
+import sys
 
-from mobilenet_tf import exporter, loading
+from absl import flags
 
-flags.DEFINE_string("workdir", None, "Run directory written by mobilenet_tf.train.")
-flags.DEFINE_string("export_dir", None, "Output directory (default: WORKDIR/export).")
-flags.DEFINE_enum("checkpoint", "best", sorted(loading.CHECKPOINTS),
-                  "best.keras or final.keras of the run.")
-flags.DEFINE_list("formats", list(exporter.FORMATS),
-                  f"Comma-separated subset of {','.join(exporter.FORMATS)}.")
-flags.DEFINE_list("quantize", list(exporter.QUANTIZATIONS),
-                  "TFLite variants, comma-separated subset of "
-                  f"{','.join(exporter.QUANTIZATIONS)} (none = float32).")
-flags.DEFINE_integer("representative_images", 200,
-                     "int8 calibration images from the training split (eval preprocessing).")
-flags.DEFINE_integer("verification_images", 200,
-                     "Held-out images on which every export is compared with Keras.")
-flags.DEFINE_enum("int8_io", "uint8", list(exporter.INT8_IO_TYPES),
-                  "Input/output type of the int8 model (uint8 for MediaPipe).")
-flags.DEFINE_integer("top_k", 5, "Classes returned by the SavedModel signatures.")
-flags.DEFINE_string("dataset", None,
-                    "Dataset spec for calibration/verification images (default: the run's).")
-flags.DEFINE_string("data_dir", None, "tfds data_dir (default: the run's).")
-flags.DEFINE_string("calibration_split", None,
-                    "Split for int8 calibration images (default: the run's train split).")
-flags.DEFINE_string("verification_split", None,
-                    "Held-out split (default: the run's eval split, else validation).")
-flags.DEFINE_integer("latency_runs", 30, "Timed TFLite invocations per thread count (0: skip).")
-flags.DEFINE_float("min_float32_agreement", 0.99,
-                   "Fail when float32 TFLite top-1 agreement with Keras is below this.")
-flags.DEFINE_float("max_float32_prob_diff", 1e-3,
-                   "Fail when float32 TFLite probabilities differ from Keras by more.")
-flags.DEFINE_string("model_name", "", "TFLite metadata name (default from the model).")
-flags.DEFINE_string("model_version", "", "TFLite metadata version (default from the run).")
-flags.DEFINE_string("author", "", "TFLite metadata author.")
-flags.DEFINE_string("license", "", "TFLite metadata license.")
-flags.mark_flag_as_required("workdir")
+from mobilenet_tf import cli
+from mobilenet_tf.export_config import ExportConfig
+
+EXIT_VERIFICATION_FAILED = 2
+_DEFINE = {"str": flags.DEFINE_string, "str | None": flags.DEFINE_string,
+           "int": flags.DEFINE_integer, "float": flags.DEFINE_float,
+           "tuple[str, ...]": flags.DEFINE_list}
+_FIELDS = cli.define_fields(dataclasses.fields(ExportConfig), _DEFINE)
+cli.mark_required("workdir")
 FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> ExportConfig:
+    """The ExportConfig the parsed flags describe (ValueError naming a bad flag)."""
+    values = {f.name: FLAGS[f.name].value for f in _FIELDS}
+    values["formats"], values["quantize"] = tuple(values["formats"]), tuple(values["quantize"])
+    config = ExportConfig(**values)
+    config.validate()
+    return config
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = exporter.ExportConfig(
-        workdir=FLAGS.workdir, export_dir=FLAGS.export_dir, checkpoint=FLAGS.checkpoint,
-        formats=tuple(FLAGS.formats), quantize=tuple(FLAGS.quantize),
-        representative_images=FLAGS.representative_images,
-        verification_images=FLAGS.verification_images, int8_io=FLAGS.int8_io,
-        top_k=FLAGS.top_k, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-        calibration_split=FLAGS.calibration_split,
-        verification_split=FLAGS.verification_split, latency_runs=FLAGS.latency_runs,
-        min_float32_agreement=FLAGS.min_float32_agreement,
-        max_float32_prob_diff=FLAGS.max_float32_prob_diff, model_name=FLAGS.model_name,
-        model_version=FLAGS.model_version, author=FLAGS.author, license=FLAGS.license)
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; options are "
+                             "--flags")
     try:
-        report = exporter.export(config)
+        config = config_from_flags()
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
+    cli.check_model_path(config.workdir, "--workdir", "a run directory written by "
+                         "mobilenet_tf.train")
+    if config.dataset:
+        cli.check_dataset(config.dataset)
+    exporter = cli.load("mobilenet_tf.exporter")
+    try:
+        with cli.quiet_native_stderr():  # the converter's C++/MLIR chatter
+            report = exporter.export(config)
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
     except exporter.ExportVerificationError as e:
-        raise SystemExit(f"ERROR: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_VERIFICATION_FAILED
     print(exporter.format_report(report))
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__)

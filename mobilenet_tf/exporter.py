@@ -26,7 +26,6 @@ still written) when float32 TFLite disagrees with Keras beyond the tolerances.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -40,15 +39,14 @@ import tensorflow as tf
 
 import mobilenet_tf
 from mobilenet_tf import fileio
+from mobilenet_tf.export_config import (  # noqa: F401  (re-exported)
+    FORMATS, INT8_IO_TYPES, QUANTIZATIONS, ExportConfig)
 from mobilenet_tf import images as images_lib
 from mobilenet_tf import loading
 from mobilenet_tf import tflite_metadata
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
 
-FORMATS = ("saved_model", "tflite")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
-INT8_IO_TYPES = ("uint8", "float32")
 TFLITE_NAMES = {"none": "model_float32.tflite", "float16": "model_float16.tflite",
                 "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
 QUANT_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
@@ -60,48 +58,6 @@ LATENCY_THREADS = (1, 2)
 
 class ExportVerificationError(RuntimeError):
     """An exported model does not reproduce the Keras model."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    workdir: str
-    export_dir: str | None = None  # default: WORKDIR/export
-    checkpoint: str = "best"  # best | final
-    formats: tuple[str, ...] = FORMATS
-    quantize: tuple[str, ...] = QUANTIZATIONS
-    representative_images: int = 200  # int8 calibration images (training split)
-    verification_images: int = 200  # held-out images for the verification
-    int8_io: str = "uint8"  # int8 model input/output type: uint8 | float32
-    top_k: int = 5  # SavedModel outputs
-    dataset: str | None = None  # default: the run's config["data"]["dataset"]
-    data_dir: str | None = None
-    calibration_split: str | None = None  # default: the run's train split, else train
-    verification_split: str | None = None  # default: the run's eval split, else validation
-    latency_runs: int = 30  # timed invocations per model and thread count (0: skip)
-    min_float32_agreement: float = 0.99  # fail below this top-1 agreement with Keras
-    max_float32_prob_diff: float = 1e-3  # fail above this max |p_tflite - p_keras|
-    model_name: str = ""  # TFLite metadata name (default derived from the model)
-    model_version: str = ""  # default: "mobilenet_tf <version> <run name>"
-    author: str = ""
-    license: str = ""
-
-    def validate(self):
-        for name, values, valid in (("formats", self.formats, FORMATS),
-                                    ("quantize", self.quantize, QUANTIZATIONS)):
-            if not values or any(v not in valid for v in values):
-                raise ValueError(f"{name}={','.join(values)}; valid values (comma "
-                                 f"separated, at least one): {','.join(valid)}")
-        if self.int8_io not in INT8_IO_TYPES:
-            raise ValueError(f"int8_io={self.int8_io!r}; valid values: {INT8_IO_TYPES}")
-        if self.checkpoint not in loading.CHECKPOINTS:
-            raise ValueError(f"checkpoint={self.checkpoint!r}; valid values: "
-                             f"{sorted(loading.CHECKPOINTS)}")
-        if "tflite" in self.formats and "int8" in self.quantize and self.representative_images < 1:
-            raise ValueError("representative_images must be >= 1 for int8 quantization")
-        if self.verification_images < 1:
-            raise ValueError("verification_images must be >= 1")
-        if self.top_k < 1:
-            raise ValueError("top_k must be >= 1")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -527,7 +483,16 @@ def format_report(report: dict) -> str:
                      f"{100 * e['top1']:.2f}% | {100 * e['top1_agreement_with_keras']:.2f}% | "
                      f"{diff} | {e['size_bytes'] / 1024:.0f} | {lat[0]} | {lat[1]} |")
     lines += ["", "## Checks", ""]
-    for c in report.get("checks", []):
-        mark = "PASS" if c["passed"] else ("FAIL" if c["fatal"] else "MISSED (target)")
+    checks = report.get("checks", [])
+    for c in checks:
+        mark = "PASS" if c["passed"] else ("FAIL" if c["fatal"] else "MISSED (advisory)")
         lines.append(f"- {mark}: {c['name']} — {c['message']}")
+    if any(not c["passed"] and not c["fatal"] for c in checks):
+        lines += ["", "MISSED (advisory) is not a failure: the int8 size and latency targets "
+                  "are what quantization gives a full-size MobileNet (224x224, alpha 1.0). "
+                  "In a small model, fixed parts dominate: the flatbuffer's structure, the "
+                  "metadata and labels, int32 biases and per-channel scales in the file, "
+                  "and the interpreter's fixed per-invocation overhead (tensor copies, op "
+                  "dispatch) in the latency, so the ratios stay above the targets. Only "
+                  "FAIL lines fail the export."]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,14 @@
-"""Print the top-k labels and scores of images (files or folders) with any model format.
+"""Print the top-k classes and scores of images (files or folders) with any model format.
 
-    python -m mobilenet_tf.predict --model=RUN_OR_MODEL [--top_k=5] IMAGE_OR_DIR ...
+    python -m mobilenet_tf.predict --model=RUN_OR_MODEL [--top_k=5] [--json] IMAGE_OR_DIR ...
 
 --model: a run directory, a .keras file, an exported SavedModel dir or a .tflite file.
-Unreadable images are reported by name (stderr) and the others are still classified; the
-exit status is 1 when any image could not be read.
+Text: one line per image, ``PATH: NAME SCORE, NAME SCORE, ...`` best first (a name with a
+comma is written as a JSON string: ``"a, b" 0.5000``). --json: one JSON object per image
+per line (JSON Lines) with the path and ``top_k``: label (as in labels.txt), name (its
+display name: ImageNet synset IDs become class names), class index and probability; or
+the path and ``error`` for an unreadable file. Unreadable images are reported by name
+(stderr in text mode) and the others are still classified; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -12,20 +16,23 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from mobilenet_tf import loading, prediction
-from mobilenet_tf.data import preprocessing
+from mobilenet_tf import cli, rundir
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
-flags.DEFINE_string("model", None, "Run directory, .keras file, SavedModel dir or .tflite.")
-flags.DEFINE_enum("checkpoint", "best", sorted(loading.CHECKPOINTS),
-                  "Which Keras model of a run directory.")
-flags.DEFINE_integer("top_k", 5, "How many labels to print per image.")
-flags.DEFINE_float("crop_fraction", None,
-                   f"Eval center crop (default: the run's, else "
-                   f"{preprocessing.EVAL_CROP_FRACTION}); not for SavedModels.")
-flags.mark_flag_as_required("model")
-FLAGS = flags.FLAGS
+_MODEL = cli.define("model", flags.DEFINE_string, "model", None,
+                    f"The model: {cli.MODEL_FORMS}.", required=True)
+_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best",
+                         sorted(rundir.MODELS), "Which Keras model of a run directory: best "
+                         "(best validation top-1) or final (the last, EMA, weights).")
+_CROP = cli.define("data", flags.DEFINE_float, "crop_fraction", None,
+                   "Eval center crop in (0, 1] (default: the run's, else "
+                   f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
+_TOP_K = cli.define("output", flags.DEFINE_integer, "top_k", 5,
+                    "How many classes to print per image (>= 1).")
+_JSON = cli.define("output", flags.DEFINE_bool, "json", False,
+                   "One JSON object per image per line (JSON Lines) instead of text.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +42,12 @@ class PredictConfig:
     checkpoint: str = "best"
     top_k: int = 5
     crop_fraction: float | None = None
+    json: bool = False
 
 
 def run(config: PredictConfig) -> int:
+    from mobilenet_tf import loading, prediction
+
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
                                          crop_fraction=config.crop_fraction)
     paths = prediction.expand_inputs(config.inputs)
@@ -45,12 +55,12 @@ def run(config: PredictConfig) -> int:
         raise ValueError(f"no images found in {', '.join(config.inputs)}")
     failed = 0
     for p in prediction.predict_paths(classifier, paths, config.top_k):
-        line = prediction.format_prediction(p)
-        if p.error:
-            failed += 1
-            print(line, file=sys.stderr, flush=True)
+        failed += bool(p.error)
+        if config.json:
+            print(prediction.prediction_json(p), flush=True)
         else:
-            print(line, flush=True)
+            print(prediction.format_prediction(p), file=sys.stderr if p.error else sys.stdout,
+                  flush=True)
     if failed:
         print(f"{failed} of {len(paths)} images could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -58,17 +68,22 @@ def run(config: PredictConfig) -> int:
 
 def main(argv):
     if len(argv) < 2:
-        raise app.UsageError("give at least one IMAGE_OR_DIR after the flags")
-    if FLAGS.top_k < 1:
-        raise app.UsageError(f"--top_k={FLAGS.top_k} must be >= 1")
-    config = PredictConfig(model=FLAGS.model, inputs=tuple(argv[1:]),
-                           checkpoint=FLAGS.checkpoint, top_k=FLAGS.top_k,
-                           crop_fraction=FLAGS.crop_fraction)
+        raise cli.UsageError("give at least one IMAGE_OR_DIR after the flags")
+    if _TOP_K.value < 1:
+        raise cli.UsageError(f"--top_k={_TOP_K.value} must be >= 1")
+    if _CROP.value is not None and not 0 < _CROP.value <= 1:
+        raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
+    cli.check_model_path(_MODEL.value)
+    config = PredictConfig(model=_MODEL.value, inputs=tuple(argv[1:]),
+                           checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
+                           crop_fraction=_CROP.value, json=_JSON.value)
+    cli.load("mobilenet_tf.prediction")
+    cli.quiet_litert_banner(config.model)
     try:
         return run(config)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__)

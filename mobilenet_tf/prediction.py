@@ -1,8 +1,11 @@
-"""Top-k predictions for image files with any model format."""
+"""Top-k predictions for image files with any model format, and their two output
+formats: a text line per image (``format_prediction``) and a JSON object per image
+(``prediction_json``, one per line: JSON Lines)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 
@@ -11,15 +14,16 @@ import tensorflow as tf
 
 from mobilenet_tf import loading
 from mobilenet_tf.data import preprocessing
-from mobilenet_tf.data.sources import IMAGE_EXTENSIONS
-
+from mobilenet_tf.data.labels import display_names
+from mobilenet_tf.data.specs import IMAGE_EXTENSIONS
 
 
 @dataclasses.dataclass
 class Prediction:
     path: str
     classes: list[int] = dataclasses.field(default_factory=list)
-    labels: list[str] = dataclasses.field(default_factory=list)
+    labels: list[str] = dataclasses.field(default_factory=list)  # as in labels.txt
+    names: list[str] = dataclasses.field(default_factory=list)  # display names of labels
     scores: list[float] = dataclasses.field(default_factory=list)
     error: str | None = None  # why the image could not be classified
 
@@ -71,13 +75,41 @@ def predict_paths(classifier: loading.Classifier, paths, top_k: int = 5) -> list
             continue
         probs = classifier.predict_proba([image])[0]
         order = np.argsort(-probs, kind="stable")[:k]
-        results.append(Prediction(path=path, classes=[int(i) for i in order],
-                                  labels=[classifier.class_names[i] for i in order],
+        labels = [classifier.class_names[i] for i in order]
+        results.append(Prediction(path=path, classes=[int(i) for i in order], labels=labels,
+                                  names=display_names(labels),
                                   scores=[float(probs[i]) for i in order]))
     return results
 
 
+_NAME_SPECIALS = (",", '"')
+_PATH_SPECIALS = (": ", '"', "\n")
+
+
+def _quoted(text: str, specials: tuple[str, ...]) -> str:
+    """``text``, or its JSON string form when it holds one of ``specials`` (so a reader
+    can always split the line)."""
+    if any(c in text for c in specials) or text != text.strip() or not text:
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
 def format_prediction(p: Prediction) -> str:
+    """``PATH: NAME SCORE, NAME SCORE, ...`` (display names, best first); a path holding
+    ``": "`` or a name holding a comma is written as a JSON string (``"a, b" 0.5000``).
+    An unreadable file: ``ERROR <reason naming the file>``."""
     if p.error:
         return f"ERROR {p.error}"
-    return f"{p.path}: " + ", ".join(f"{l} {s:.4f}" for l, s in zip(p.labels, p.scores))
+    items = [f"{_quoted(name, _NAME_SPECIALS)} {score:.4f}"
+             for name, score in zip(p.names or p.labels, p.scores)]
+    return f"{_quoted(p.path, _PATH_SPECIALS)}: " + ", ".join(items)
+
+
+def prediction_json(p: Prediction) -> str:
+    """One JSON object on one line: ``{"path", "top_k": [{"label", "name", "class",
+    "probability"}, ...]}`` best first, or ``{"path", "error"}``."""
+    if p.error:
+        return json.dumps({"path": p.path, "error": p.error}, ensure_ascii=False)
+    top = [{"label": label, "name": name, "class": cls, "probability": score}
+           for label, name, cls, score in zip(p.labels, p.names, p.classes, p.scores)]
+    return json.dumps({"path": p.path, "top_k": top}, ensure_ascii=False)

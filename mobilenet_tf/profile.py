@@ -7,22 +7,28 @@
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from mobilenet_tf import model as model_lib
-from mobilenet_tf import paper, profiler
+from mobilenet_tf import cli
+from mobilenet_tf.architecture import MIN_RESOLUTION, VARIANTS
 
-_ALPHA = flags.DEFINE_float("alpha", 1.0, "Width multiplier (> 0).")
-_RESOLUTION = flags.DEFINE_string(
-    "resolution", "224", "Input resolution: one int (square) or HxW, e.g. 224 or 160x240.")
-_VARIANT = flags.DEFINE_enum("variant", "mobilenet", list(model_lib.VARIANTS),
-                             "mobilenet, conv (Table 4 baseline) or shallow (Table 5).")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
-_DEPTH_MULTIPLIER = flags.DEFINE_integer("depth_multiplier", 1,
-                                         "Channel multiplier of the depthwise convs.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of tables.")
-_PAPER_TABLES = flags.DEFINE_bool(
-    "paper_tables", False, "Also print Tables 4-7 recomputed next to the paper's figures.")
+_ALPHA = cli.define("model", flags.DEFINE_float, "alpha", 1.0,
+                    "Width multiplier (> 0; paper: 1.0, 0.75, 0.5, 0.25).")
+_RESOLUTION = cli.define("model", flags.DEFINE_string, "resolution", "224",
+                         "Input resolution: one int (square) or HxW, e.g. 224 or 160x240; "
+                         f"each side >= {MIN_RESOLUTION}.")
+_VARIANT = cli.define("model", flags.DEFINE_enum, "variant", "mobilenet", list(VARIANTS),
+                      "mobilenet, conv (Table 4 baseline: full convolutions) or shallow "
+                      "(Table 5: without the five 14x14x512 blocks).")
+_NUM_CLASSES = cli.define("model", flags.DEFINE_integer, "num_classes", 1000,
+                          "Classifier outputs (>= 1).")
+_DEPTH_MULTIPLIER = cli.define("model", flags.DEFINE_integer, "depth_multiplier", 1,
+                               "Channel multiplier of the depthwise convs (>= 1).")
+_JSON = cli.define("output", flags.DEFINE_bool, "json", False,
+                   "Print one JSON object (mult_adds, params, layers, breakdown) instead "
+                   "of tables.")
+_PAPER_TABLES = cli.define("output", flags.DEFINE_bool, "paper_tables", False,
+                           "Also print Tables 4-7 recomputed next to the paper's figures.")
 
 
 def parse_resolution(text: str):
@@ -31,23 +37,38 @@ def parse_resolution(text: str):
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
         parts = []
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1], 3)
-    raise ValueError(f"--resolution={text!r} is not valid; use one int (224) or HxW "
-                     "(160x240)")
+    if len(parts) not in (1, 2):
+        raise ValueError(f"--resolution={text!r} is not valid; use one int (224) or HxW "
+                         "(160x240)")
+    if min(parts) < MIN_RESOLUTION:
+        raise ValueError(f"--resolution={text!r} is not valid: each side must be >= "
+                         f"{MIN_RESOLUTION}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1], 3)
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; options are "
+                             "--flags")
     try:
-        prof = profiler.profile(alpha=_ALPHA.value,
-                                resolution=parse_resolution(_RESOLUTION.value),
+        resolution = parse_resolution(_RESOLUTION.value)
+    except ValueError as err:
+        raise cli.UsageError(str(err)) from None
+    if _ALPHA.value <= 0:
+        raise cli.UsageError(f"--alpha={_ALPHA.value} must be > 0 (paper: 1.0, 0.75, 0.5, "
+                             "0.25)")
+    for flag in (_NUM_CLASSES, _DEPTH_MULTIPLIER):
+        if flag.value < 1:
+            raise cli.UsageError(f"--{flag.name}={flag.value} must be >= 1")
+    profiler = cli.load("mobilenet_tf.profiler")
+    from mobilenet_tf import paper
+
+    try:
+        prof = profiler.profile(alpha=_ALPHA.value, resolution=resolution,
                                 variant=_VARIANT.value, num_classes=_NUM_CLASSES.value,
                                 depth_multiplier=_DEPTH_MULTIPLIER.value)
     except ValueError as err:
-        raise app.UsageError(str(err))
+        raise cli.UsageError(str(err)) from None
     rows = profiler.paper_comparison() if _PAPER_TABLES.value else None
     if _JSON.value:
         out = prof.to_dict()
@@ -61,7 +82,7 @@ def main(argv):
     print("Table 1 (per layer):")
     print(profiler.format_table1(prof))
     default = (_ALPHA.value == 1.0 and _VARIANT.value == "mobilenet"
-               and parse_resolution(_RESOLUTION.value) in (224, (224, 224, 3))
+               and resolution in (224, (224, 224, 3))
                and _NUM_CLASSES.value == 1000 and _DEPTH_MULTIPLIER.value == 1)
     print("\nTable 2 (resources per layer type):")
     print(profiler.format_table2(prof, paper.TABLE2 if default else None))
@@ -73,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__)

@@ -12,6 +12,10 @@ imported next to TensorFlow 2.21 here):
     (mean, std per channel) and the value range as ``Stats``;
   - the output tensor: ``FeatureProperties``, ``Stats`` in [0, 1] (float) or [0, 255]
     (uint8) and the labels file as an associated file of type ``TENSOR_AXIS_LABELS``;
+    when the labels are not what people read (ImageNet synset IDs), a second one,
+    ``labels_en.txt`` with locale ``en``, holds their display names
+    (``data.labels.display_names``): MediaPipe returns the labels as ``category_name``
+    and these as ``display_name`` (its ``display_names_locale`` defaults to ``en``);
 * that buffer appended to ``Model.buffers`` and referenced from ``Model.metadata`` under
   the name ``TFLITE_METADATA`` (replacing an earlier one; the converter's own entries such
   as ``min_runtime_version`` and ``CONVERSION_METADATA`` are kept);
@@ -41,6 +45,8 @@ METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry that MediaPipe looks u
 METADATA_FILE_IDENTIFIER = b"M001"
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 LABELS_FILE_NAME = labels_lib.LABELS_FILE
+DISPLAY_NAMES_LOCALE = "en"
+DISPLAY_NAMES_FILE_NAME = f"labels_{DISPLAY_NAMES_LOCALE}.txt"  # MediaPipe's writer's name
 
 # Schema members newer than 1.0.0 that this writer may emit, with the parser version
 # that introduced them (mediapipe/tasks/cc/metadata/metadata_version.cc).
@@ -71,6 +77,7 @@ class ImageClassifierInfo:
     mean: tuple[float, ...]  # per channel, in input pixel units [0, 255]
     std: tuple[float, ...]
     labels: tuple[str, ...]
+    display_names: tuple[str, ...]  # the labels' display names (the labels if none given)
     min_parser_version: str
     input_color_space: str  # "RGB", ...
     associated_files: tuple[str, ...]  # names in the zip archive appended to the model
@@ -96,8 +103,10 @@ def _io_tensor_types(model: "_tfl.ModelT") -> tuple[int, int]:
 
 def build_image_classifier_metadata(*, name: str, description: str, version: str,
                                     labels, mean, std, input_type: int, output_type: int,
-                                    author: str = "", license: str = "") -> bytes:
-    """The ModelMetadata flatbuffer (with ``min_parser_version`` filled in)."""
+                                    author: str = "", license: str = "",
+                                    with_display_names: bool = False) -> bytes:
+    """The ModelMetadata flatbuffer (with ``min_parser_version`` filled in);
+    ``with_display_names``: it names ``DISPLAY_NAMES_FILE_NAME`` too."""
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != len(std) or len(mean) not in (1, 3):
         raise ValueError(f"mean {mean} and std {std} must both have 1 or 3 values")
@@ -148,7 +157,15 @@ def build_image_classifier_metadata(*, name: str, description: str, version: str
     label_file.name = LABELS_FILE_NAME
     label_file.description = "Class names, one per line; line i names output index i."
     label_file.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
-    probs.associatedFiles = [label_file]
+    probs.associatedFiles = [label_file]  # first: the file MediaPipe takes the labels from
+    if with_display_names:
+        names_file = _md.AssociatedFileT()
+        names_file.name = DISPLAY_NAMES_FILE_NAME
+        names_file.description = ("Display names of the classes, one per line; line i "
+                                  "names output index i.")
+        names_file.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
+        names_file.locale = DISPLAY_NAMES_LOCALE
+        probs.associatedFiles.append(names_file)
 
     subgraph = _md.SubGraphMetadataT()
     subgraph.inputTensorMetadata = [image]
@@ -273,7 +290,8 @@ def add_image_classifier_metadata(model_bytes: bytes, *, labels, mean, std, name
                                   description: str, version: str, author: str = "",
                                   license: str = "") -> bytes:
     """``model_bytes`` (a one-input, one-output image classifier) with MediaPipe-ready
-    metadata and ``labels.txt`` attached."""
+    metadata and ``labels.txt`` attached (and ``labels_en.txt`` with the display names
+    when they differ from the labels)."""
     model = _tfl.Model.GetRootAsModel(_flatbuffer_part(model_bytes), 0)
     input_type, output_type = _io_tensor_types(_tfl.ModelT.InitFromObj(model))
     labels = [str(l) for l in labels]
@@ -281,12 +299,15 @@ def add_image_classifier_metadata(model_bytes: bytes, *, labels, mean, std, name
     if out_shape and out_shape[-1] != len(labels):
         raise ValueError(f"the model has {out_shape[-1]} outputs but {len(labels)} labels "
                          "were given")
+    names = labels_lib.display_names(labels)
     metadata = build_image_classifier_metadata(
         name=name, description=description, version=version, labels=labels, mean=mean,
         std=std, input_type=input_type, output_type=output_type, author=author,
-        license=license)
-    labels_bytes = labels_lib.format_labels(labels).encode("utf-8")
-    return populate(model_bytes, metadata, {LABELS_FILE_NAME: labels_bytes})
+        license=license, with_display_names=names != labels)
+    files = {LABELS_FILE_NAME: labels_lib.format_labels(labels).encode("utf-8")}
+    if names != labels:
+        files[DISPLAY_NAMES_FILE_NAME] = labels_lib.format_labels(names).encode("utf-8")
+    return populate(model_bytes, metadata, files)
 
 
 def _output_shape(model: "_tfl.Model") -> list[int]:
@@ -340,20 +361,27 @@ def read_image_classifier_metadata(model: str | bytes) -> ImageClassifierInfo:
     color_name = next((k for k, v in vars(_md.ColorSpaceType).items()
                        if v == color and not k.startswith("_")), str(color))
     files = associated_files(model_bytes)
-    label_file = next(f for f in probs.associatedFiles or []
-                      if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS)
-    label_name = _decode(label_file.name)
-    if label_name not in files:
-        raise ValueError(f"labels file {label_name} named in the metadata is not attached "
-                         f"to the model (attached: {sorted(files)})")
-    labels = tuple(labels_lib.parse_labels(files[label_name].decode("utf-8")))
+    label_files = [f for f in probs.associatedFiles or []
+                   if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS]
+    labels = _label_file(label_files[0], files)
+    localized = [f for f in label_files[1:]
+                 if _decode(f.locale) == DISPLAY_NAMES_LOCALE]
+    names = _label_file(localized[0], files) if localized else labels
     return ImageClassifierInfo(
         name=_decode(meta.name), description=_decode(meta.description),
         version=_decode(meta.version), author=_decode(meta.author),
         license=_decode(meta.license), mean=tuple(float(m) for m in norm.mean),
-        std=tuple(float(s) for s in norm.std), labels=labels,
+        std=tuple(float(s) for s in norm.std), labels=labels, display_names=names,
         min_parser_version=_decode(meta.minParserVersion), input_color_space=color_name,
         associated_files=tuple(sorted(files)))
+
+
+def _label_file(entry, files: dict[str, bytes]) -> tuple[str, ...]:
+    name = _decode(entry.name)
+    if name not in files:
+        raise ValueError(f"labels file {name} named in the metadata is not attached "
+                         f"to the model (attached: {sorted(files)})")
+    return tuple(labels_lib.parse_labels(files[name].decode("utf-8")))
 
 
 def _decode(value) -> str:

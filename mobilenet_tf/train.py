@@ -1,8 +1,8 @@
 r"""Train MobileNet v1: ``python -m mobilenet_tf.train --flagfile=CFG --workdir=RUN``.
 
 A flag on the command line overrides the flagfile. The flags are the fields of
-``trainer.TrainConfig`` (model, schedule, optimization, runtime) and of
-``data.DataConfig`` (dataset and augmentation); ``--helpfull`` lists them all. Re-running
+``train_config.TrainConfig`` (model, schedule, optimization, runtime) and of
+``data.DataConfig`` (dataset and augmentation); ``--help`` lists them by topic. Re-running
 the same command resumes an interrupted run from its latest checkpoint; a finished run
 does nothing. Examples:
 
@@ -16,34 +16,23 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from mobilenet_tf import train_config
+from mobilenet_tf import cli, train_config
 from mobilenet_tf.data.config import DataConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, models, summary.")
+cli.define("output", flags.DEFINE_string, "workdir", None, "Run directory: checkpoints, "
+           "logs, models, summary. An existing run in it is resumed.", required=True)
 
 _DEFINE = {"float": flags.DEFINE_float, "int": flags.DEFINE_integer,
            "str": flags.DEFINE_string, "Optional[str]": flags.DEFINE_string,
            "bool": flags.DEFINE_bool}
-_TRAIN_FIELDS = [f for f in dataclasses.fields(train_config.TrainConfig) if f.name != "data"]
-_TRAIN_NAMES = {f.name for f in _TRAIN_FIELDS}
-_DATA_FIELDS = [f for f in dataclasses.fields(DataConfig)
-                if f.name not in train_config.DERIVED_DATA_FIELDS and f.name not in _TRAIN_NAMES]
-
-
-def _define(field, help_text):
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    if kind not in _DEFINE:
-        raise TypeError(f"no flag type for {field.name}: {kind}")
-    _DEFINE[kind](field.name, field.default, help_text)
-
-
-for _f in _TRAIN_FIELDS:
-    _define(_f, _f.metadata.get("help", ""))
-for _f in _DATA_FIELDS:
-    _define(_f, f"Input pipeline (data.DataConfig.{_f.name}).")
+_TRAIN_FIELDS = cli.define_fields(
+    [f for f in dataclasses.fields(train_config.TrainConfig) if f.name != "data"], _DEFINE)
+_DATA_FIELDS = cli.define_fields(
+    dataclasses.fields(DataConfig), _DEFINE,
+    skip=set(train_config.DERIVED_DATA_FIELDS) | {f.name for f in _TRAIN_FIELDS})
 
 
 def config_from_flags() -> train_config.TrainConfig:
@@ -57,25 +46,21 @@ def config_from_flags() -> train_config.TrainConfig:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
-    if not FLAGS["verbosity"].present:  # TF's INFO lines would drown the progress bar
-        logging.set_verbosity(logging.WARNING)
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required: the run directory to write (or resume)")
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
     try:
         config = config_from_flags()
     except ValueError as err:
-        raise app.UsageError(str(err)) from err
-    from mobilenet_tf import trainer  # TensorFlow: only once the flags are valid
-
+        raise cli.UsageError(str(err)) from err
+    cli.check_dataset(config.data.dataset)
+    trainer = cli.load("mobilenet_tf.trainer")  # TensorFlow: only once the flags are valid
     try:
         trainer.train_and_evaluate(config, FLAGS.workdir)
     except (trainer.TrainingDivergedError, trainer.Preempted) as err:
         print(f"\n{type(err).__name__}: {err}", file=sys.stderr, flush=True)
         sys.exit(3 if isinstance(err, trainer.TrainingDivergedError) else 4)
     except ValueError as err:  # bad data path, batch vs replicas, ...
-        raise app.UsageError(str(err)) from err
+        raise cli.UsageError(str(err)) from err
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__)

@@ -124,3 +124,37 @@ def test_label_count_must_match(tiny_tflite):
 def test_reader_rejects_model_without_metadata(tiny_tflite):
     with pytest.raises(ValueError, match="no TFLITE_METADATA"):
         tm.read_image_classifier_metadata(tiny_tflite)
+
+
+SYNSETS = ["n01440764", "n01443537", "n03710721"]  # tench, goldfish, maillot/tank suit
+
+
+def test_synset_labels_get_display_names(tiny_tflite):
+    """ImageNet synset IDs stay the labels; their class names are attached as the
+    ``en`` display names, which MediaPipe's ImageClassifier returns as display_name."""
+    out = _add(tiny_tflite, labels=SYNSETS)
+    info = tm.read_image_classifier_metadata(out)
+    assert info.labels == tuple(SYNSETS)
+    assert info.display_names == ("tench", "goldfish", "tank suit")
+    assert info.associated_files == ("labels.txt", "labels_en.txt")
+    assert info.min_parser_version == "1.0.0"
+    # other labels: no display-names file
+    plain = tm.read_image_classifier_metadata(_add(tiny_tflite))
+    assert plain.display_names == plain.labels and plain.associated_files == ("labels.txt",)
+
+
+def test_mediapipe_reads_display_names(tiny_tflite, tmp_path):
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    model_path = tmp_path / "tiny.tflite"
+    model_path.write_bytes(_add(tiny_tflite, labels=SYNSETS))
+    image = mp.Image(image_format=mp.ImageFormat.SRGB,
+                     data=np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8))
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(model_path)), max_results=3)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        categories = classifier.classify(image).classifications[0].categories
+    names = dict(zip(SYNSETS, ("tench", "goldfish", "tank suit")))
+    assert {c.category_name for c in categories} == set(SYNSETS)
+    assert all(c.display_name == names[c.category_name] for c in categories)

@@ -11,43 +11,71 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.data.specs import parse_dataset_spec
+from mobilenet_tf.data.specs import DATASET_FORMS, parse_dataset_spec
 
 EVAL_CROP_FRACTION = 0.875  # the evaluation center crop (Inception/slim), in one place
 
 BAD_IMAGE_POLICIES = ("skip", "error")
 
 
+def _field(default, help_text, group):
+    """A field with its ``--help`` text and topic (``mobilenet_tf.cli`` groups by it)."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
+
+
 @dataclasses.dataclass
 class DataConfig:
-    # Which data: "synthetic" | "tfds:NAME[/CONFIG]" | "folder:PATH" | "tfrecord:GLOB".
-    dataset: str = "synthetic"
-    data_dir: Optional[str] = None  # tfds data_dir
-    image_size: tuple = (224, 224)  # (height, width) fed to the network
+    """Every option of the input pipeline; the field names are the flag names."""
+
+    dataset: str = _field("synthetic", f"Which data: {DATASET_FORMS} (e.g. "
+                          "'tfds:imagenette/160px-v2', 'folder:/data/imagenette2').", "data")
+    data_dir: Optional[str] = _field(None, "tfds data_dir (where tfds keeps prepared "
+                                     "datasets and looks for ImageNet's manual tarballs); "
+                                     "default: tfds' own (~/tensorflow_datasets).", "data")
+    image_size: tuple = _field((224, 224), "(height, width) fed to the network (train: set "
+                               "from --resolution).", "model")
     # Train-time augmentation.
-    min_area: float = 0.08  # random-resized crop: fraction of the image area
-    max_area: float = 1.0
-    min_aspect: float = 3 / 4  # random-resized crop: width / height
-    max_aspect: float = 4 / 3
-    flip: bool = True
-    color_jitter: float = 0.0  # strength s: brightness/contrast/saturation x U(1-s, 1+s)
-    randaugment: bool = False  # keras.layers.RandAugment (2 ops, factor 0.5)
-    mixup_alpha: float = 0.0  # keras.layers.MixUp(alpha); 0 = off
-    cutmix_alpha: float = 0.0  # keras.layers.CutMix(factor); 0 = off, at most 1
+    min_area: float = _field(0.08, "Random-resized crop: smallest crop, as a fraction of "
+                             "the image area, in (0, 1] (Inception: 0.08; small models "
+                             "train better with less aggressive crops, e.g. 0.25).",
+                             "augmentation")
+    max_area: float = _field(1.0, "Random-resized crop: largest crop area fraction, in "
+                             "[--min_area, 1].", "augmentation")
+    min_aspect: float = _field(3 / 4, "Random-resized crop: smallest width/height ratio "
+                               "(> 0).", "augmentation")
+    max_aspect: float = _field(4 / 3, "Random-resized crop: largest width/height ratio "
+                               "(>= --min_aspect).", "augmentation")
+    flip: bool = _field(True, "Random horizontal flips (--noflip: off).", "augmentation")
+    color_jitter: float = _field(0.0, "Colour jitter strength s in [0, 1): brightness, "
+                                 "contrast and saturation scaled by U(1-s, 1+s); 0: off.",
+                                 "augmentation")
+    randaugment: bool = _field(False, "keras.layers.RandAugment (2 ops per image, factor "
+                               "0.5) after the crop.", "augmentation")
+    mixup_alpha: float = _field(0.0, "keras.layers.MixUp alpha (>= 0; e.g. 0.2); 0: off.",
+                                "augmentation")
+    cutmix_alpha: float = _field(0.0, "keras.layers.CutMix factor in [0, 1] (e.g. 1.0); "
+                                 "0: off.", "augmentation")
     # Eval.
-    crop_fraction: float = EVAL_CROP_FRACTION  # center crop (0.875)
+    crop_fraction: float = _field(EVAL_CROP_FRACTION, "Evaluation center crop: the "
+                                  "central fraction of each side kept, in (0, 1] (Inception/slim: "
+                                  f"{EVAL_CROP_FRACTION}).", "data")
     # Robustness.
-    bad_images: str = "skip"  # "skip" | "error"
-    # tfrecord: subtract from image/class/label (1 for files with a background class 0).
-    label_offset: int = 0
+    bad_images: str = _field("skip", "Corrupt or non-image files: 'skip' (counted and named "
+                             "in the log) or 'error' (stop with the file's path).", "data")
+    label_offset: int = _field(0, "tfrecord: subtracted from image/class/label (1 for "
+                               "ImageNet files with a background class 0).", "data")
     # The procedural "synthetic" task.
-    synthetic_num_classes: int = 10
-    synthetic_num_examples: int = 1000  # per split
-    synthetic_image_size: int = 64
-    # Shuffling (training only): records buffered after reading (tfrecord/tfds); folder
-    # sources shuffle the whole file list every epoch.
-    shuffle_buffer: int = 4096
-    seed: int = 0
+    synthetic_num_classes: int = _field(10, "synthetic: number of classes, in [2, "
+                                        f"{synthetic.MAX_CLASSES}] (shape x colour).", "data")
+    synthetic_num_examples: int = _field(1000, "synthetic: images per split (>= 1).", "data")
+    synthetic_image_size: int = _field(64, "synthetic: side of the generated images in "
+                                       "pixels (>= 8).", "data")
+    # Shuffling (training only).
+    shuffle_buffer: int = _field(4096, "Training shuffle buffer (>= 1): records buffered "
+                                 "after reading tfds/tfrecord data; folder sources shuffle "
+                                 "their whole file list every epoch.", "data")
+    seed: int = _field(0, "Random seed of shuffling and augmentation (train: --seed).",
+                       "runtime")
 
     def __post_init__(self):
         self.image_size = _pair(self.image_size, "--image_size")
