@@ -86,6 +86,7 @@ class CheckpointStore:
     def __init__(self, checkpoint: tf.train.Checkpoint, read_dir: str, write_dir: str,
                  keep: int, chief: bool, say=print):
         self.checkpoint = checkpoint
+        checkpoint.save_counter  # noqa: B018 - created now, so every save holds it
         self.read_dir, self.write_dir = read_dir, write_dir
         self.keep, self.chief, self.say = keep, chief, say
         self.latest_path = None
