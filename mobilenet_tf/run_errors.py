@@ -41,3 +41,21 @@ class OutputWriteError(RunError):
     stopped cleanly and resumes once the cause is fixed."""
 
     exit_code = 7
+
+
+class writing:  # noqa: N801 - used as ``with writing(path):``
+    """Turns an OSError while writing ``path`` into an OutputWriteError naming it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err)
+            raise OutputWriteError(f"Could not write {self.path}: {reason}; fix that (free "
+                                   "space, permissions) and run the same command to resume "
+                                   "from the last checkpoint.") from err
+        return False

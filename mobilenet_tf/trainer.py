@@ -30,7 +30,8 @@ from mobilenet_tf import tensorboard_logging as tb
 from mobilenet_tf import train_task
 from mobilenet_tf.profiler import profile_model
 from mobilenet_tf.run_errors import (  # noqa: F401  (re-exported)
-    OutputWriteError, Preempted, ResumeRefused, RunError, RunLocked, TrainingDivergedError)
+    OutputWriteError, Preempted, ResumeRefused, RunError, RunLocked, TrainingDivergedError,
+    writing)
 from mobilenet_tf.runlock import RunLock
 from mobilenet_tf.train_config import (  # noqa: F401  (re-exported)
     DERIVED_DATA_FIELDS, PRECISIONS, TrainConfig, flags_text)
@@ -128,13 +129,14 @@ class Trainer(RunSetup):
         finally:
             stop.restore()
             self.profiler.close()
-            self.writers.flush()
-            if self.scratch_dir:  # a non-chief worker's checkpoints are not kept
-                shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            try:
+                self.writers.flush()
+            finally:
+                self.writers.close()  # also on errors: no open files left in the run
+                if self.scratch_dir:  # a non-chief worker's checkpoints are not kept
+                    shutil.rmtree(self.scratch_dir, ignore_errors=True)
         seconds, images = self.throughput
-        summary = self._finish(images / seconds if seconds else None)
-        self.writers.close()
-        return summary.to_dict()
+        return self._finish(images / seconds if seconds else None).to_dict()
 
     # ----------------------------------------------------------------- training
     def phase_for_step(self, step: int):
@@ -315,8 +317,9 @@ class Trainer(RunSetup):
         model = self._export_model()
         tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp.keras")
         try:
-            model.save(tmp)
-            os.replace(tmp, path)
+            with writing(path):
+                model.save(tmp)
+                os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -348,7 +351,8 @@ class Trainer(RunSetup):
             num_replicas=self.strategy.num_replicas_in_sync,
             bad_images=_bad_count(self.train_input) + _bad_count(self.eval_input))
         if self.chief:
-            rundir.write_summary(files.workdir, summary)
+            with writing(files.summary):
+                rundir.write_summary(files.workdir, summary)
             examples = [e for inp in (self.train_input, self.eval_input) if inp is not None
                         for e in getattr(getattr(inp, "bad_images", None), "examples", [])]
             self.console.say(run_outputs.report_text(

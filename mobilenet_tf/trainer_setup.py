@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from mobilenet_tf import checkpointing, distribute, fileio, rundir, run_outputs, train_task
 from mobilenet_tf import tensorboard_logging as tb
-from mobilenet_tf.run_errors import ResumeRefused
+from mobilenet_tf.run_errors import ResumeRefused, writing
 from mobilenet_tf.rundir import RunFiles
 from mobilenet_tf.train_config import TrainConfig, flags_text
 
@@ -196,10 +196,12 @@ class RunSetup:
             return
         from mobilenet_tf.data import write_labels
 
-        os.makedirs(self.files.workdir, exist_ok=True)
-        write_labels(self.files.labels, self.class_names)
-        rundir.write_record(self.files.workdir, self.record)
-        fileio.atomic_write_text(self.files.flags, flags_text(self.config))
+        with writing(self.files.labels):
+            write_labels(self.files.labels, self.class_names)
+        with writing(self.files.config):
+            rundir.write_record(self.files.workdir, self.record)
+        with writing(self.files.flags):
+            fileio.atomic_write_text(self.files.flags, flags_text(self.config))
         self.write_metrics_csv()
         hparams = {k: v for k, v in self.config.flag_values().items() if k in HPARAMS}
         hparams["num_replicas"] = self.strategy.num_replicas_in_sync
@@ -209,4 +211,5 @@ class RunSetup:
     def write_metrics_csv(self):
         """metrics.csv from the rows in the (restored or just saved) checkpoint."""
         if self.chief:
-            run_outputs.write_metrics_csv(self.files.metrics, self.metrics_history.rows())
+            with writing(self.files.metrics):
+                run_outputs.write_metrics_csv(self.files.metrics, self.metrics_history.rows())
