@@ -19,7 +19,8 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-CLASSES = ("red_square", "green_disc", "blue_bar")
+# In label order: the order a folder dataset lists its classes (sorted), as training does.
+CLASSES = ("blue_bar", "green_disc", "red_square")
 COLOURS = {"red_square": (220, 30, 30), "green_disc": (30, 200, 40), "blue_bar": (30, 40, 220)}
 IMAGE_SIZE = 64
 
@@ -75,10 +76,10 @@ def _load_normalized(folder: str):
 
 
 # The run the evaluate/export/predict tests read: written by the trainer itself.
-RUN_CONFIG = dict(alpha=0.25, resolution=IMAGE_SIZE, batch_size=30, epochs=8, dropout=0.0,
-                  optimizer="adamw", learning_rate=3e-3, lr_schedule="constant",
-                  bn_momentum=0.6, label_smoothing=0.0, weight_decay=0.0,
-                  eval_split="validation", eval_every_epochs=2, log_images=False, verbose=0)
+RUN_CONFIG = dict(alpha=0.25, resolution=IMAGE_SIZE, batch_size=30, epochs=12, dropout=0.0,
+                  optimizer="adamw", learning_rate=3e-3, lr_schedule="cosine",
+                  bn_momentum=0.9, label_smoothing=0.0, weight_decay=0.0,
+                  eval_split="validation", eval_every_epochs=4, log_images=False, verbose=0)
 
 
 @pytest.fixture(scope="session")
