@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from mobilenet_tf import images as images_lib
-from mobilenet_tf import loading
+from mobilenet_tf import loading, rundir
 
 # Probabilities are clipped below at this value before the log in the loss (quantized
 # outputs can be exactly 0).
@@ -101,7 +101,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
                                          crop_fraction=config.crop_fraction)
     # A run directory's other data settings (synthetic_*, label_offset, bad_images, ...)
     # apply to its evaluation too.
-    run_data = (loading.read_run_config(config.model).get("data") or {}
+    run_data = (rundir.read_record(config.model).data.config or {}
                 if loading.detect_format(config.model) == "run_dir" else {})
     source = images_lib.ImageSource(config.dataset, config.split, config.data_dir, run_data)
     if config.max_images is None:

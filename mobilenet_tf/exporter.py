@@ -1,7 +1,8 @@
 """Export a training run for serving and for phones, and prove every export against Keras.
 
 ``export(ExportConfig(workdir=RUN))`` reads ``RUN/best.keras`` (or ``final.keras``),
-``labels.txt`` and ``config.json`` and writes into ``RUN/export`` (or ``export_dir``):
+``labels.txt`` and the run's record (``rundir.read_record``) and writes into
+``RUN/export`` (or ``export_dir``):
 
     saved_model/                 SavedModel; signatures ``serving_default`` =
                                  ``classify_images`` (uint8 [N,H,W,3], any H, W) and
@@ -42,7 +43,7 @@ from mobilenet_tf import fileio
 from mobilenet_tf.export_config import (  # noqa: F401  (re-exported)
     FORMATS, INT8_IO_TYPES, QUANTIZATIONS, ExportConfig)
 from mobilenet_tf import images as images_lib
-from mobilenet_tf import loading
+from mobilenet_tf import loading, rundir
 from mobilenet_tf import tflite_metadata
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
@@ -222,31 +223,23 @@ def _dir_size(path: str) -> int:
 
 
 # ----------------------------------------------------------------------------- main entry
-def _run_split(config: dict, key: str, default: str) -> str:
-    """A split recorded in the run's config.json (``train.eval_split``, ...)."""
-    for section in (config, config.get("train") or {}, config.get("data") or {}):
-        if isinstance(section, dict) and section.get(key):
-            return str(section[key])
-    return default
-
-
 def export(config: ExportConfig) -> dict:
     """Exports and verifies; returns the report (also written to the export dir)."""
     config.validate()
     checkpoint_path = loading.run_checkpoint(config.workdir, config.checkpoint)
     class_names = labels_lib.read_labels(config.workdir)
-    run_config = loading.read_run_config(config.workdir)
-    crop = loading.run_crop_fraction(run_config)
-    data_cfg = dict(run_config.get("data") or {})
-    dataset = config.dataset or data_cfg.get("dataset")
+    record = rundir.read_record(config.workdir)
+    crop = loading.run_crop_fraction(record)
+    data_cfg = dict(record.data.config or {})
+    dataset = config.dataset or record.data.dataset
     if not dataset:
         raise ValueError(f"no dataset for calibration/verification images: "
-                         f"{config.workdir}/config.json has no data.dataset; pass --dataset")
+                         f"{rundir.RunFiles(config.workdir).config} records none (the run was "
+                         "trained on inputs passed in code); pass --dataset")
     data_dir = config.data_dir if config.data_dir is not None else data_cfg.get("data_dir")
-    verification_split = (config.verification_split
-                          or _run_split(run_config, "eval_split", "validation"))
-    calibration_split = (config.calibration_split
-                         or _run_split(run_config, "train_split", "train"))
+    verification_split = (config.verification_split or record.data.eval_split
+                          or "validation")
+    calibration_split = config.calibration_split or record.data.train_split or "train"
 
     model = loading.load_keras_model(checkpoint_path)
     keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop)

@@ -34,7 +34,7 @@ class ImageSource:
     dataset: str  # a DataConfig.dataset spec: "synthetic", "tfds:NAME", "folder:PATH", ...
     split: str = "validation"
     data_dir: str | None = None
-    data_config: dict | None = None  # other DataConfig fields (e.g. a run's config["data"])
+    data_config: dict | None = None  # other DataConfig fields (a run's record.data.config)
 
     def data_cfg(self, image_size=(224, 224)) -> "data.DataConfig":
         fields = dict(self.data_config or {})

@@ -2,7 +2,7 @@
 
 ``load_classifier(path)`` accepts
 * a run directory (``best.keras``, or ``final.keras`` with ``checkpoint="final"``, plus
-  ``labels.txt`` and ``config.json``),
+  ``labels.txt`` and its record ``config.json``, read by ``mobilenet_tf.rundir``),
 * a ``.keras`` file (class names from a ``labels.txt`` beside it),
 * a SavedModel directory written by ``mobilenet_tf.exporter`` (signature
   ``classify_images``; preprocessing is inside its graph),
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import os
 from typing import Sequence
 
@@ -28,7 +27,6 @@ from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
 
 CHECKPOINTS = rundir.MODELS
-CONFIG_FILE = rundir.CONFIG_FILE
 SAVED_MODEL_SIGNATURE = "classify_images"
 FORMATS = ("keras", "saved_model", "tflite")
 
@@ -161,7 +159,7 @@ def detect_format(path: str) -> str:
         if os.path.exists(os.path.join(path, "saved_model.pb")):
             return "saved_model"
         if (any(os.path.exists(os.path.join(path, f)) for f in CHECKPOINTS.values())
-                or os.path.exists(os.path.join(path, CONFIG_FILE))):
+                or os.path.exists(rundir.RunFiles(path).config)):
             return "run_dir"
         raise ValueError(f"--model={path} is a directory but neither a run directory "
                          f"({' or '.join(CHECKPOINTS.values())}) nor a SavedModel "
@@ -192,17 +190,10 @@ def run_checkpoint(workdir: str, checkpoint: str = "best") -> str:
     return path
 
 
-def read_run_config(workdir: str) -> dict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def run_crop_fraction(config: dict) -> float:
-    return float((config.get("data") or {}).get("crop_fraction",
-                                                 preprocessing.EVAL_CROP_FRACTION))
+def run_crop_fraction(record: rundir.RunRecord) -> float:
+    """The eval center crop the run was trained and evaluated with."""
+    return float((record.data.config or {}).get("crop_fraction",
+                                                preprocessing.EVAL_CROP_FRACTION))
 
 
 def load_keras_model(path: str):
@@ -229,8 +220,8 @@ def load_classifier(path: str, *, checkpoint: str = "best",
     kind = detect_format(path)
     if kind == "run_dir":
         model_path = run_checkpoint(path, checkpoint)
-        config = read_run_config(path)
-        crop = crop_fraction if crop_fraction is not None else run_crop_fraction(config)
+        record = rundir.read_record(path)
+        crop = crop_fraction if crop_fraction is not None else run_crop_fraction(record)
         return KerasClassifier(model_path, load_keras_model(model_path),
                                labels_lib.read_labels(path), crop)
     crop = crop_fraction if crop_fraction is not None else preprocessing.EVAL_CROP_FRACTION

@@ -36,6 +36,7 @@ def mobilenet_v1(
     classifier_activation: str | None = "softmax",
     variant: str = "mobilenet",
     synchronized_bn: bool = False,
+    bn_momentum: float = 0.99,
     name: str | None = None,
 ) -> keras.Model:
     """Builds MobileNet v1 (Table 1 of the paper) or one of its baselines.
@@ -56,6 +57,7 @@ def mobilenet_v1(
         "shallow" (Table 5: the five 14x14x512 separable blocks removed).
       synchronized_bn: batch-norm statistics synchronised across replicas (use it
         under multi-worker training so every worker keeps identical moving statistics).
+      bn_momentum: momentum of every batch-norm layer's moving statistics, in [0, 1).
       name: model name; default ``mobilenet_{alpha}_{rows}``.
     """
     if isinstance(input_shape, int):
@@ -65,8 +67,12 @@ def mobilenet_v1(
                 classifier_activation, variant)
     _check_weights(weights, alpha, depth_multiplier, include_top, num_classes, variant)
 
+    if not 0 <= bn_momentum < 1:
+        raise ValueError(f"bn_momentum={bn_momentum!r} is not valid; it must be in [0, 1)")
+
     def bn(x, layer_name):
-        return layers.BatchNormalization(name=layer_name, synchronized=synchronized_bn)(x)
+        return layers.BatchNormalization(momentum=bn_momentum, name=layer_name,
+                                         synchronized=synchronized_bn)(x)
 
     inputs = layers.Input(shape=input_shape)
     x = layers.Conv2D(int(STEM_FILTERS * alpha), 3, strides=STEM_STRIDE, padding="same",

@@ -55,9 +55,9 @@ def main(argv):
     trainer = cli.load("mobilenet_tf.trainer")  # TensorFlow: only once the flags are valid
     try:
         trainer.train_and_evaluate(config, FLAGS.workdir)
-    except (trainer.TrainingDivergedError, trainer.Preempted) as err:
+    except trainer.RunError as err:  # exit status per reason: docs/training.md
         print(f"\n{type(err).__name__}: {err}", file=sys.stderr, flush=True)
-        sys.exit(3 if isinstance(err, trainer.TrainingDivergedError) else 4)
+        sys.exit(err.exit_code)
     except ValueError as err:  # bad data path, batch vs replicas, ...
         raise cli.UsageError(str(err)) from err
 

@@ -1,15 +1,14 @@
 """Shared fixtures: a small, really trained run directory and the images it learned.
 
-The run directory has the layout training writes (mobilenet_tf/rundir.py): best.keras, final.keras,
-labels.txt, config.json. The model is a tiny MobileNet (alpha 0.25, 64x64) trained with
-``model.fit`` to tell apart coloured shapes drawn on noisy backgrounds.
+The run directory is written by the trainer itself (``trainer.train_and_evaluate``): a
+tiny MobileNet (alpha 0.25, 64x64) trained to tell apart coloured shapes drawn on noisy
+backgrounds, with the layout and record of mobilenet_tf/rundir.py.
 """
 
 from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 
 import numpy as np
@@ -20,7 +19,8 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-CLASSES = ("red_square", "green_disc", "blue_bar")
+# In label order: the order a folder dataset lists its classes (sorted), as training does.
+CLASSES = ("blue_bar", "green_disc", "red_square")
 COLOURS = {"red_square": (220, 30, 30), "green_disc": (30, 200, 40), "blue_bar": (30, 40, 220)}
 IMAGE_SIZE = 64
 
@@ -75,42 +75,24 @@ def _load_normalized(folder: str):
     return np.stack(xs), np.asarray(ys)
 
 
+# The run the evaluate/export/predict tests read: written by the trainer itself.
+RUN_CONFIG = dict(alpha=0.25, resolution=IMAGE_SIZE, batch_size=30, epochs=12, dropout=0.0,
+                  optimizer="adamw", learning_rate=3e-3, lr_schedule="cosine",
+                  bn_momentum=0.9, label_smoothing=0.0, weight_decay=0.0,
+                  eval_split="validation", eval_every_epochs=4, log_images=False, verbose=0)
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, image_root) -> str:
-    """A finished run directory with a model trained on the shapes (about 15 s)."""
-    import keras
-
-    from mobilenet_tf.data import labels as labels_lib
-    from mobilenet_tf.model import mobilenet_v1
-
-    keras.utils.set_random_seed(0)
-    model = mobilenet_v1(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.25,
-                         num_classes=len(CLASSES), dropout=0.0)
-    for layer in model.layers:  # short training: let BN moving statistics catch up
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.6
-    x, y = _load_normalized(os.path.join(image_root, "train"))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=30, epochs=12, shuffle=True, verbose=0)
-    # Set the BN moving statistics to the exact training-set statistics (one full batch
-    # with momentum 0), so eval-mode predictions match what was learned.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(x, training=True)
+    """A finished run directory written by ``trainer.train_and_evaluate`` on the shapes
+    folder (about 45 s on 2 CPU cores; ~90% validation top-1)."""
+    from mobilenet_tf import trainer
+    from mobilenet_tf.data import DataConfig
 
     run = str(tmp_path_factory.mktemp("run"))
-    model.save(os.path.join(run, "best.keras"))
-    model.save(os.path.join(run, "final.keras"))
-    labels_lib.write_labels(os.path.join(run, "labels.txt"), CLASSES)
-    config = {"model": {"alpha": 0.25, "input_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
-                        "variant": "mobilenet", "depth_multiplier": 1, "dropout": 0.0,
-                        "num_classes": len(CLASSES)},
-              "data": {"dataset": f"folder:{image_root}", "image_size": [IMAGE_SIZE, IMAGE_SIZE],
-                       "crop_fraction": 0.875}}
-    with open(os.path.join(run, "config.json"), "w") as f:
-        json.dump(config, f)
+    config = trainer.TrainConfig(data=DataConfig(dataset=f"folder:{image_root}", min_area=0.5),
+                                 **RUN_CONFIG)
+    trainer.train_and_evaluate(config, run)
     return run
 
 

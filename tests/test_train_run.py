@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mobilenet_tf import trainer
+from mobilenet_tf import rundir, trainer
 from mobilenet_tf.data import read_labels
 from train_helpers import toy_inputs
 
@@ -48,11 +48,13 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert not [p for p in os.listdir(workdir) if ".tmp" in p]
     assert read_labels(workdir) == train.class_names
-    with open(os.path.join(workdir, "config.json")) as f:
-        run_config = json.load(f)
-    assert run_config["model"] == {"alpha": 0.25, "input_shape": [32, 32, 3],
-                                   "variant": "mobilenet", "depth_multiplier": 1,
-                                   "dropout": 1e-3, "num_classes": 4}
+    record = rundir.read_record(workdir)
+    assert record.model == {"alpha": 0.25, "input_shape": [32, 32, 3],
+                            "variant": "mobilenet", "depth_multiplier": 1,
+                            "dropout": 1e-3, "num_classes": 4}
+    assert record.class_names == train.class_names
+    assert (record.schedule.steps_per_epoch, record.schedule.total_steps) == (16, 48)
+    assert record.data.num_train_examples == 256 and record.options["ema_decay"] == 0.9
     assert "--alpha=0.25" in open(os.path.join(workdir, "flags.txt")).read().splitlines()
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-48")
     with open(os.path.join(workdir, "metrics.csv")) as f:
@@ -193,7 +195,7 @@ def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, mo
 
     def crash_at_epoch_2(self, epoch, *args):
         if epoch == 2:
-            self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+            self.store.save(int(self.global_step.numpy()))
             raise KeyboardInterrupt("simulated crash after the last step")
         return real_end(self, epoch, *args)
 

@@ -100,12 +100,9 @@ def main():
     run = trainer.Trainer(config, args.workdir, train, evaluation)
     try:
         run.run()
-    except trainer.TrainingDivergedError as err:
-        print(f"TrainingDivergedError: {err}", flush=True)
-        sys.exit(3)
-    except trainer.Preempted as err:
-        print(f"Preempted: {err}", flush=True)
-        sys.exit(4)
+    except trainer.RunError as err:  # exit status as python -m mobilenet_tf.train's
+        print(f"{type(err).__name__}: {err}", flush=True)
+        sys.exit(err.exit_code)
     if args.weights_out:
         np.savez(args.weights_out, *[w.numpy() for w in run.model.weights])
     if args.history_out:
