@@ -6,7 +6,7 @@ returns a :class:`LoadReport`: what was loaded, what was not and why, and a prov
 record (the spec, the resolved file, its sha256) for the run directory. Layers it does
 not load keep the values they were built with, so a classifier whose class count
 differs from the file's (``conv_preds``) stays freshly initialized while the rest of the
-network is the pretrained one.
+network is the pretrained one (by default that new classifier starts at zero).
 
 ``spec`` is ``"imagenet"`` (Keras' published no-top file for ``alpha`` and
 ``resolution``, taken from the Keras cache, downloaded when online) or a weights file:
@@ -149,10 +149,15 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_initial_weights(model, spec: str, alpha: float = 1.0,
-                         resolution: int = 224) -> LoadReport:
+def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int = 224,
+                         zero_new_classifier: bool = True) -> LoadReport:
     """Loads ``spec`` into ``model`` by layer name where all shapes match (see the module
-    docstring); ValueError naming --initial_weights when no layer matches."""
+    docstring); ValueError naming --initial_weights when no layer matches.
+
+    ``zero_new_classifier``: a classifier not loaded from the file starts at zero (uniform
+    predictions, loss ln K) instead of its random init, whose logits on pretrained
+    features are large and random; with it the head-only phase converges in about one
+    epoch (measured in docs/finetuning.md)."""
     path = resolve_weights_path(spec, alpha, resolution)
     values = read_weight_file(path)
     loaded, not_loaded, tensors_loaded, tensors_total = [], {}, 0, 0
@@ -179,6 +184,9 @@ def load_initial_weights(model, spec: str, alpha: float = 1.0,
         raise ValueError(f"--initial_weights={spec!r}: no layer of {path} matches this model "
                          "(check --alpha, --variant and --depth_multiplier against the "
                          "model the weights came from)")
+    if zero_new_classifier and CLASSIFIER_LAYER in not_loaded:
+        for v in model.get_layer(CLASSIFIER_LAYER).weights:
+            v.assign(np.zeros(v.shape, v.dtype))
     names = {layer.name for layer in model.layers}
     unused = sorted(n for n in values if n not in names)
     return LoadReport(spec=str(spec), path=path, sha256=file_sha256(path), loaded=loaded,

@@ -49,7 +49,7 @@ def test_class_count_change_reinitializes_only_the_classifier(tmp_path, suffix):
         source.save(path)  # .h5: Keras' legacy format
     target = _tiny(3, seed=2)
     before = _by_name(target)
-    report = pretrained.load_initial_weights(target, path)
+    report = pretrained.load_initial_weights(target, path, zero_new_classifier=False)
     want, got = _by_name(source), _by_name(target)
     for key, value in got.items():
         if key[0] == "conv_preds":
@@ -61,6 +61,13 @@ def test_class_count_change_reinitializes_only_the_classifier(tmp_path, suffix):
     assert list(report.not_loaded) == ["conv_preds"] and not report.backbone_not_loaded
     assert "shapes differ" in report.not_loaded["conv_preds"] and not report.classifier_loaded
     assert f"loaded {n_tensors - 2} of {n_tensors} tensors" in report.summary()
+    zeroed = _tiny(3, seed=2)
+    pretrained.load_initial_weights(zeroed, path)  # default: the new classifier at zero
+    for key, value in _by_name(zeroed).items():
+        if key[0] == "conv_preds":
+            assert not value.any()
+        else:
+            np.testing.assert_array_equal(value, want[key])
     prov = json.loads(json.dumps(report.provenance()))
     assert prov["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
     assert prov["path"] == os.path.abspath(path) and prov["spec"] == path
