@@ -54,7 +54,7 @@ def _folder_layout(root: str, spec: str):
         return "splits", None
     loose = [f for f in tf.io.gfile.listdir(root) if _is_image(f)]
     raise ValueError(
-        f"--dataset={spec}: {root} has no class folders with images"
+        f"--dataset={spec}: {root} has no class sub-folders with images"
         + (f" ({len(loose)} images lie directly in it: move them into class folders)"
            if loose else "")
         + "; the layout is PATH/<class>/<image> or PATH/<split>/<class>/<image>")
