@@ -10,6 +10,10 @@ both phases (the design proposed for the trainer). Prints one JSON line per epoc
 
   python experiments/finetune_prototype.py --data=/tmp/ft/n100 --single 1 --head_epochs 2 \\
       --ft_epochs 6 --lr 0.01 --backbone_lr_scale 0.03
+
+Data (/tmp/ft/n100): the shared tarball extracted to /tmp/ft; per class, files sorted,
+numpy.random.default_rng(123).permutation: the first 100 symlinked into
+n100/train/<wnid>, the next 100 into n100/validation/<wnid>.
 """
 import argparse, json, time, h5py, numpy as np
 p = argparse.ArgumentParser()
@@ -130,4 +134,5 @@ if a.crop != 1.0:
     print("val top1 at crop 1.0:", evaluate())
 print("FINAL", json.dumps(dict(args=vars(a), final=log[-1] if log else None, total_wall=round(time.time() - t_start, 1))))
 if a.out:
+    model.save_weights(a.out.replace(".json", ".weights.h5"))
     json.dump(dict(args=vars(a), log=log), open(a.out, "w"))
