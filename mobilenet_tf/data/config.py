@@ -11,7 +11,8 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.data.specs import DATASET_FORMS, parse_dataset_spec
+from mobilenet_tf.data.specs import (DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION,
+                                     parse_dataset_spec)
 
 EVAL_CROP_FRACTION = 0.875  # the evaluation center crop (Inception/slim), in one place
 
@@ -62,6 +63,10 @@ class DataConfig:
     # Robustness.
     bad_images: str = _field("skip", "Corrupt or non-image files: 'skip' (counted and named "
                              "in the log) or 'error' (stop with the file's path).", "data")
+    holdout_fraction: float = _field(DEFAULT_HOLDOUT_FRACTION, "folder:PATH of class "
+                                     "folders (no split folders): share of each class "
+                                     "held out as split 'validation' (the rest is 'train'; "
+                                     "'all' is both), in [0, 1).", "data")
     label_offset: int = _field(0, "tfrecord: subtracted from image/class/label (1 for "
                                "ImageNet files with a background class 0).", "data")
     # The procedural "synthetic" task.
@@ -102,6 +107,8 @@ class DataConfig:
         if not 0 <= self.cutmix_alpha <= 1:
             raise ValueError(f"--cutmix_alpha must be in [0, 1] (keras.layers.CutMix factor), "
                              f"got {self.cutmix_alpha}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"--holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         synthetic.class_names(self.synthetic_num_classes)  # the range check, one place
         if self.synthetic_num_examples < 1:
             raise ValueError("--synthetic_num_examples must be >= 1, "
