@@ -16,6 +16,9 @@ from mobilenet_tf.data.specs import parse_dataset_spec
 EVAL_CROP_FRACTION = 0.875  # the evaluation center crop (Inception/slim), in one place
 
 BAD_IMAGE_POLICIES = ("skip", "error")
+# Decoding bound (image bombs): larger images are decoded at reduced scale (baseline JPEG)
+# or refused before decoding; 50 megapixels decode to 150 MB of uint8 RGB.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclasses.dataclass
@@ -38,6 +41,10 @@ class DataConfig:
     crop_fraction: float = EVAL_CROP_FRACTION  # center crop (0.875)
     # Robustness.
     bad_images: str = "skip"  # "skip" | "error"
+    # Images of more pixels (width x height, read from the header) are decoded at 1/2, 1/4
+    # or 1/8 scale when they are baseline JPEGs, else handled as bad images (refused
+    # before decoding): memory per decode stays near 3 bytes x this.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     # tfrecord: subtract from image/class/label (1 for files with a background class 0).
     label_offset: int = 0
     # The procedural "synthetic" task.
@@ -59,6 +66,10 @@ class DataConfig:
         if self.bad_images not in BAD_IMAGE_POLICIES:
             raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, "
                              f"got {self.bad_images!r}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"--max_image_pixels must be >= 1 (width x height above which "
+                             f"images are decoded at reduced scale or refused), got "
+                             f"{self.max_image_pixels}")
         if not 0 < self.min_area <= self.max_area <= 1:
             raise ValueError("--min_area/--max_area must satisfy 0 < min_area <= max_area <= 1,"
                              f" got {self.min_area}, {self.max_area}")

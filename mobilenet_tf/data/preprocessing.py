@@ -7,6 +7,8 @@ pixels to [-1, 1], as the published MobileNet weights expect.
 
 from __future__ import annotations
 
+import sys
+
 import tensorflow as tf
 
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION  # noqa: F401  (re-exported)
@@ -20,17 +22,131 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - MEAN) / STD
 
 
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+def decode_image(encoded: tf.Tensor, max_pixels: int = 0) -> tf.Tensor:
     """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 RGB HxWx3.
 
     Grayscale, RGBA and CMYK (JPEG) become RGB; GIFs give their first frame; 8-bit
     palette BMPs (which ``tf.io.decode_image`` returns as raw palette indices) are mapped
-    through their colour table."""
+    through their colour table.
+
+    ``max_pixels`` > 0 bounds the memory of decoding (image bombs): the size is read from
+    the header first (:func:`header_shape`), and an image of more pixels is, if it is a
+    baseline JPEG, decoded at the smallest reduced scale (1/2, 1/4, 1/8; libjpeg scales
+    while decoding) that fits, with a warning; otherwise it is refused before decoding
+    (InvalidArgumentError saying why; the data pipeline skips or reports it by its bad
+    image policy)."""
     encoded = tf.convert_to_tensor(encoded, tf.string)
+    if not max_pixels:
+        return _decode_any(encoded)
+    shape = header_shape(encoded)
+    h, w = shape[0], shape[1]
+    baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded), tf.equal(shape[2], 0))
+    fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES]
+    reducible = [tf.logical_and(f, baseline_jpeg) for f in fits[1:]]
+    index = tf.where(fits[0], 0, tf.where(reducible[0], 1, tf.where(
+        reducible[1], 2, tf.where(reducible[2], 3, 4))))
+    branches = [lambda: _decode_any(encoded)]
+    for r in JPEG_SCALES[1:]:
+        branches.append(lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels))
+    branches.append(lambda: _refuse(encoded, h, w, shape[2], max_pixels))
+    image = tf.switch_case(tf.cast(index, tf.int32), branches)
+    image.set_shape([None, None, 3])
+    return image
+
+
+JPEG_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes to (ratio 1/r)
+
+
+def _decode_any(encoded):
     image = tf.cond(_is_palette_bmp(encoded), lambda: _decode_palette_bmp(encoded),
                     lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
+
+
+def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
+    with tf.control_dependencies([tf.print(tf.strings.format(
+            "WARNING: a {}x{} JPEG ({} pixels) is above max_image_pixels={}: decoded at "
+            "1/{} scale", (w, h, h * w, max_pixels, ratio)), output_stream=sys.stderr)]):
+        return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+
+
+def _refuse(encoded, h, w, kind, max_pixels):
+    why = tf.gather(tf.constant([
+        "only baseline JPEGs can be decoded at reduced scale",
+        "a progressive JPEG is buffered whole by the decoder even at reduced scale",
+        "even its 1/8-scale JPEG decode is above the limit"]),
+        tf.where(tf.io.is_jpeg(encoded), tf.where(kind > 0, 1, 2), 0))
+    message = tf.strings.join([tf.strings.format(
+        "image bomb refused before decoding: {}x{} pixels ({} pixels) is above "
+        "max_image_pixels={} and ", (w, h, h * w, max_pixels)), why,
+        " (raise --max_image_pixels to accept it)"])
+    with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+        return tf.zeros([0, 0, 3], tf.uint8)
+
+
+def header_shape(encoded: tf.Tensor) -> tf.Tensor:
+    """int64 [height, width, progressive] read from the header of encoded JPEG, PNG, GIF
+    (logical screen) or BMP bytes, without decoding; [0, 0, 0] for other bytes (which
+    then fail to decode). ``progressive`` is 1 for progressive JPEGs, else 0."""
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    n = tf.strings.length(encoded)
+
+    def starts(magic):
+        return tf.logical_and(n >= 26, tf.equal(tf.strings.substr(
+            encoded, 0, len(magic), unit="BYTE"), magic))
+
+    def jpeg():
+        hw = tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+        return tf.concat([hw, [_jpeg_is_progressive(encoded)]], 0)
+
+    def bmp():
+        height = _le_uint(encoded, 22, 4)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # top-down: negative
+        return tf.stack([height, _le_uint(encoded, 18, 4), tf.constant(0, tf.int64)])
+
+    return tf.case([
+        (tf.io.is_jpeg(encoded), jpeg),
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: tf.stack(
+            [_be_uint(encoded, 20), _be_uint(encoded, 16), tf.constant(0, tf.int64)])),
+        (starts(b"GIF8"), lambda: tf.stack(
+            [_le_uint(encoded, 8, 2), _le_uint(encoded, 6, 2), tf.constant(0, tf.int64)])),
+        (starts(b"BM"), bmp)],
+        default=lambda: tf.zeros([3], tf.int64), exclusive=False)
+
+
+def _be_uint(encoded, pos):
+    """Big-endian unsigned 32-bit int at ``pos``."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 4), tf.uint8), tf.int64)
+    return tf.reduce_sum(raw * tf.constant([16777216, 65536, 256, 1], tf.int64))
+
+
+def _jpeg_is_progressive(encoded):
+    """1 when the first frame marker (SOFn) of the JPEG says progressive, else 0: walks
+    the marker segments (each gives its length) from the start of the file."""
+    n = tf.strings.length(encoded, unit="BYTE")
+
+    def byte(pos):
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 1), tf.uint8)[0],
+                       tf.int32)
+
+    def is_frame(marker):  # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC)
+        return tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF), tf.logical_and(
+            tf.not_equal(marker, 0xC4), tf.logical_and(tf.not_equal(marker, 0xC8),
+                                                       tf.not_equal(marker, 0xCC))))
+
+    def cond(pos, marker):
+        return tf.logical_and(pos + 4 <= n, tf.logical_not(is_frame(marker)))
+
+    def body(pos, marker):
+        marker = byte(pos + 1)
+        length = byte(pos + 2) * 256 + byte(pos + 3)
+        return tf.where(is_frame(marker), pos, pos + 2 + length), marker
+
+    _, marker = tf.while_loop(cond, body, (tf.constant(2), tf.constant(0)),
+                              maximum_iterations=1000)
+    progressive = tf.reduce_any(tf.equal(marker, [0xC2, 0xC6, 0xCA, 0xCE]))
+    return tf.cast(progressive, tf.int64)
 
 
 def _le_uint(encoded, pos, length):
