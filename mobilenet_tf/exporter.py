@@ -48,6 +48,7 @@ from mobilenet_tf import loading
 from mobilenet_tf import tflite_metadata
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data.config import DEFAULT_MAX_IMAGE_PIXELS
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
@@ -155,8 +156,8 @@ class _ServingModule(tf.Module):
         h, w = self._size
 
         def one(encoded):
-            return preprocessing.eval_preprocess(preprocessing.decode_image(encoded),
-                                                 self._size, self._crop)
+            image = preprocessing.decode_image(encoded, DEFAULT_MAX_IMAGE_PIXELS)
+            return preprocessing.eval_preprocess(image, self._size, self._crop)
 
         inputs = tf.map_fn(one, image_bytes,
                            fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))

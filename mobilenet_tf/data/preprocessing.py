@@ -38,20 +38,36 @@ def decode_image(encoded: tf.Tensor, max_pixels: int = 0) -> tf.Tensor:
     encoded = tf.convert_to_tensor(encoded, tf.string)
     if not max_pixels:
         return _decode_any(encoded)
+    index, shape = _plan(encoded, max_pixels)
+    h, w = shape[0], shape[1]
+    branches = [lambda: _decode_any(encoded)]
+    for r in JPEG_SCALES[1:]:
+        branches.append(lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels))
+    branches.append(lambda: _refuse(encoded, shape, max_pixels))
+    image = tf.switch_case(index, branches)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def oversize_refusal(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """Why ``decode_image(encoded, max_pixels)`` refuses these bytes (a string tensor),
+    or "" when it decodes them (at full or reduced scale)."""
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    index, shape = _plan(encoded, max_pixels)
+    return tf.cond(tf.equal(index, len(JPEG_SCALES)),
+                   lambda: _refusal_message(encoded, shape, max_pixels), lambda: tf.constant(""))
+
+
+def _plan(encoded, max_pixels):
+    """(branch of decode_image: 0 full, 1-3 the reduced JPEG scales, 4 refuse; header)."""
     shape = header_shape(encoded)
     h, w = shape[0], shape[1]
     baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded), tf.equal(shape[2], 0))
     fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES]
     reducible = [tf.logical_and(f, baseline_jpeg) for f in fits[1:]]
     index = tf.where(fits[0], 0, tf.where(reducible[0], 1, tf.where(
-        reducible[1], 2, tf.where(reducible[2], 3, 4))))
-    branches = [lambda: _decode_any(encoded)]
-    for r in JPEG_SCALES[1:]:
-        branches.append(lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels))
-    branches.append(lambda: _refuse(encoded, h, w, shape[2], max_pixels))
-    image = tf.switch_case(tf.cast(index, tf.int32), branches)
-    image.set_shape([None, None, 3])
-    return image
+        reducible[1], 2, tf.where(reducible[2], 3, len(JPEG_SCALES)))))
+    return tf.cast(index, tf.int32), shape
 
 
 JPEG_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes to (ratio 1/r)
@@ -71,16 +87,21 @@ def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
         return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
 
 
-def _refuse(encoded, h, w, kind, max_pixels):
+def _refusal_message(encoded, shape, max_pixels):
+    h, w = shape[0], shape[1]
     why = tf.gather(tf.constant([
         "only baseline JPEGs can be decoded at reduced scale",
         "a progressive JPEG is buffered whole by the decoder even at reduced scale",
         "even its 1/8-scale JPEG decode is above the limit"]),
-        tf.where(tf.io.is_jpeg(encoded), tf.where(kind > 0, 1, 2), 0))
-    message = tf.strings.join([tf.strings.format(
+        tf.where(tf.io.is_jpeg(encoded), tf.where(shape[2] > 0, 1, 2), 0))
+    return tf.strings.join([tf.strings.format(
         "image bomb refused before decoding: {}x{} pixels ({} pixels) is above "
         "max_image_pixels={} and ", (w, h, h * w, max_pixels)), why,
         " (raise --max_image_pixels to accept it)"])
+
+
+def _refuse(encoded, shape, max_pixels):
+    message = _refusal_message(encoded, shape, max_pixels)
     with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
         return tf.zeros([0, 0, 3], tf.uint8)
 
