@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 
 from mobilenet_tf import fileio
@@ -41,24 +40,10 @@ _SIBLING = re.compile(r"^\.(?P<name>.+)\.export-(?P<kind>tmp|old)\.(?P<host>[A-Z
                       r"\.(?P<pid>\d+)\.[^.]+$")
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sibling(final: str, kind: str) -> str:
     parent, name = os.path.split(final)
-    path = tempfile.mkdtemp(prefix=f".{name}.export-{kind}.{_host()}.{os.getpid()}.",
-                            dir=parent)
+    path = tempfile.mkdtemp(dir=parent, prefix=f".{name}.export-{kind}."
+                                               f"{fileio.host_tag()}.{os.getpid()}.")
     os.chmod(path, 0o777 & ~fileio.UMASK)  # mkdtemp makes 0700 directories
     return path
 
@@ -69,8 +54,8 @@ def leftovers(final: str) -> list[tuple[str, str]]:
     found = []
     for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
         m = _SIBLING.match(entry)
-        if (m and m["name"] == name and m["host"] == _host()
-                and not _alive(int(m["pid"]))):
+        if (m and m["name"] == name and m["host"] == fileio.host_tag()
+                and not fileio.pid_alive(int(m["pid"]))):
             found.append((m["kind"], os.path.join(parent, entry)))
     return found
 

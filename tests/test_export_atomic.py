@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mobilenet_tf import exportdir
+from mobilenet_tf import exportdir, fileio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -24,7 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 # exportdir.staged, dying (os._exit, no cleanup) at the point CRASH names.
 FAKE_EXPORT = textwrap.dedent("""
     import json, os, shutil, sys
-    from mobilenet_tf import exportdir
+    from mobilenet_tf import exportdir, fileio
     final, version, crash = sys.argv[1:4]
 
     def die(*args, **kwargs):
@@ -96,9 +96,9 @@ def test_a_running_exports_directory_is_never_removed(tmp_path):
     final = tmp_path / "export"
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:  # a staging directory of a live process (the sleeper), as another export has
-        live = tmp_path / f".export.export-tmp.{exportdir._host()}.{other.pid}.abc"
+        live = tmp_path / f".export.export-tmp.{fileio.host_tag()}.{other.pid}.abc"
         live.mkdir()
-        dead = tmp_path / f".export.export-tmp.{exportdir._host()}.999999999.abc"
+        dead = tmp_path / f".export.export-tmp.{fileio.host_tag()}.999999999.abc"
         dead.mkdir()
         elsewhere = tmp_path / ".export.export-tmp.otherhost.1.abc"  # another machine's
         elsewhere.mkdir()
