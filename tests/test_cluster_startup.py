@@ -144,3 +144,19 @@ def test_non_chief_scratch_is_removed_at_exit_and_after_a_kill(tmp_path):
     proc, path = worker("exit")
     assert not os.path.exists(killed) and not os.path.exists(path)
 
+
+
+def test_train_cli_exits_naming_the_missing_worker(tmp_path):
+    """The whole path: --startup_timeout from the command line to the strategy."""
+    ports = [_free_port(), _free_port()]
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                    "task": {"type": "worker", "index": 0}})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenet_tf.train", f"--workdir={tmp_path}/run",
+         "--strategy=multi_worker_mirrored", "--startup_timeout=2", "--dataset=synthetic",
+         "--alpha=0.25", "--resolution=32", "--batch_size=4"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert (f"worker 1 (127.0.0.1:{ports[1]}) did not answer within --startup_timeout=2 "
+            "seconds") in proc.stderr
