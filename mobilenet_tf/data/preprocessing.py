@@ -38,13 +38,17 @@ def decode_image(encoded: tf.Tensor, max_pixels: int = 0) -> tf.Tensor:
     encoded = tf.convert_to_tensor(encoded, tf.string)
     if not max_pixels:
         return _decode_any(encoded)
-    index, shape = _plan(encoded, max_pixels)
+    shape = header_shape(encoded)
     h, w = shape[0], shape[1]
-    branches = [lambda: _decode_any(encoded)]
-    for r in JPEG_SCALES[1:]:
-        branches.append(lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels))
-    branches.append(lambda: _refuse(encoded, shape, max_pixels))
-    image = tf.switch_case(index, branches)
+
+    def above_limit():
+        branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels)
+                    for r in JPEG_SCALES[1:]]
+        branches.append(lambda: _refuse(encoded, shape, max_pixels))
+        return tf.switch_case(_above_limit_plan(encoded, h, w, max_pixels) - 1, branches)
+
+    # The common case takes one branch and decodes as without a limit.
+    image = tf.cond(h * w > max_pixels, above_limit, lambda: _decode_any(encoded))
     image.set_shape([None, None, 3])
     return image
 
@@ -59,15 +63,23 @@ def oversize_refusal(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
 
 
 def _plan(encoded, max_pixels):
-    """(branch of decode_image: 0 full, 1-3 the reduced JPEG scales, 4 refuse; header)."""
+    """(branch of decode_image: 0 full, 1-3 the reduced JPEG scales, 4 refuse; [h, w])."""
     shape = header_shape(encoded)
     h, w = shape[0], shape[1]
-    baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded), tf.equal(shape[2], 0))
-    fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES]
-    reducible = [tf.logical_and(f, baseline_jpeg) for f in fits[1:]]
-    index = tf.where(fits[0], 0, tf.where(reducible[0], 1, tf.where(
-        reducible[1], 2, tf.where(reducible[2], 3, len(JPEG_SCALES)))))
-    return tf.cast(index, tf.int32), shape
+    index = tf.cond(h * w > max_pixels, lambda: _above_limit_plan(encoded, h, w, max_pixels),
+                    lambda: tf.constant(0))
+    return index, shape
+
+
+def _above_limit_plan(encoded, h, w, max_pixels):
+    """1-3: the reduced JPEG scale that fits (1/2, 1/4, 1/8); 4: refuse. The JPEG markers
+    are walked only here, for images above the limit."""
+    baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded),
+                                   tf.equal(jpeg_is_progressive(encoded), 0))
+    fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES[1:]]
+    reducible = [tf.logical_and(f, baseline_jpeg) for f in fits]
+    return tf.where(reducible[0], 1, tf.where(reducible[1], 2, tf.where(
+        reducible[2], 3, len(JPEG_SCALES))))
 
 
 JPEG_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes to (ratio 1/r)
@@ -93,7 +105,8 @@ def _refusal_message(encoded, shape, max_pixels):
         "only baseline JPEGs can be decoded at reduced scale",
         "a progressive JPEG is buffered whole by the decoder even at reduced scale",
         "even its 1/8-scale JPEG decode is above the limit"]),
-        tf.where(tf.io.is_jpeg(encoded), tf.where(shape[2] > 0, 1, 2), 0))
+        tf.where(tf.io.is_jpeg(encoded),
+                 tf.where(jpeg_is_progressive(encoded) > 0, 1, 2), 0))
     return tf.strings.join([tf.strings.format(
         "image bomb refused before decoding: {}x{} pixels ({} pixels) is above "
         "max_image_pixels={} and ", (w, h, h * w, max_pixels)), why,
@@ -107,33 +120,34 @@ def _refuse(encoded, shape, max_pixels):
 
 
 def header_shape(encoded: tf.Tensor) -> tf.Tensor:
-    """int64 [height, width, progressive] read from the header of encoded JPEG, PNG, GIF
-    (logical screen) or BMP bytes, without decoding; [0, 0, 0] for other bytes (which
-    then fail to decode). ``progressive`` is 1 for progressive JPEGs, else 0."""
+    """int64 [height, width] read from the header of encoded JPEG, PNG, GIF (logical
+    screen) or BMP bytes, without decoding; [0, 0] for other bytes (which then fail to
+    decode)."""
     encoded = tf.convert_to_tensor(encoded, tf.string)
-    n = tf.strings.length(encoded)
+    # The first 26 bytes (zero padded), read arithmetically: no branch but the JPEG one.
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, 26) + b"\0" * 26, tf.uint8)
+    head = tf.cast(head[:26], tf.int64)
 
-    def starts(magic):
-        return tf.logical_and(n >= 26, tf.equal(tf.strings.substr(
-            encoded, 0, len(magic), unit="BYTE"), magic))
+    def number(pos, length, big_endian=False):
+        weights = [256 ** k for k in range(length)]
+        return tf.reduce_sum(head[pos:pos + length] * tf.constant(
+            weights[::-1] if big_endian else weights, tf.int64))
 
-    def jpeg():
-        hw = tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
-        return tf.concat([hw, [_jpeg_is_progressive(encoded)]], 0)
+    def magic(prefix):
+        return tf.reduce_all(tf.equal(head[:len(prefix)], list(prefix)))
 
-    def bmp():
-        height = _le_uint(encoded, 22, 4)
-        height = tf.where(height >= 2**31, 2**32 - height, height)  # top-down: negative
-        return tf.stack([height, _le_uint(encoded, 18, 4), tf.constant(0, tf.int64)])
-
-    return tf.case([
-        (tf.io.is_jpeg(encoded), jpeg),
-        (starts(b"\x89PNG\r\n\x1a\n"), lambda: tf.stack(
-            [_be_uint(encoded, 20), _be_uint(encoded, 16), tf.constant(0, tf.int64)])),
-        (starts(b"GIF8"), lambda: tf.stack(
-            [_le_uint(encoded, 8, 2), _le_uint(encoded, 6, 2), tf.constant(0, tf.int64)])),
-        (starts(b"BM"), bmp)],
-        default=lambda: tf.zeros([3], tf.int64), exclusive=False)
+    bmp_height = number(22, 4)
+    candidates = tf.stack([
+        tf.stack([number(20, 4, True), number(16, 4, True)]),  # PNG IHDR
+        tf.stack([number(8, 2), number(6, 2)]),  # GIF logical screen
+        tf.stack([tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height),
+                  number(18, 4)]),  # BMP (negative height: top-down rows)
+        tf.zeros([2], tf.int64)])
+    kind = tf.where(magic(b"\x89PNG\r\n\x1a\n"), 0, tf.where(magic(b"GIF8"), 1, tf.where(
+        magic(b"BM"), 2, 3)))
+    return tf.cond(tf.io.is_jpeg(encoded),
+                   lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64),
+                   lambda: tf.gather(candidates, kind))
 
 
 def _be_uint(encoded, pos):
@@ -142,8 +156,8 @@ def _be_uint(encoded, pos):
     return tf.reduce_sum(raw * tf.constant([16777216, 65536, 256, 1], tf.int64))
 
 
-def _jpeg_is_progressive(encoded):
-    """1 when the first frame marker (SOFn) of the JPEG says progressive, else 0: walks
+def jpeg_is_progressive(encoded):
+    """int64 1 when the first frame marker (SOFn) of the JPEG says progressive, else 0: walks
     the marker segments (each gives its length) from the start of the file."""
     n = tf.strings.length(encoded, unit="BYTE")
 
