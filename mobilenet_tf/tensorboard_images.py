@@ -2,8 +2,8 @@
 augmented training inputs and a confusion matrix with axis titles and class names.
 
 Both are drawn for TensorBoard's image cards (about 400-500 px wide by default): about
-560 px wide with 15-18 px text, so that the labels stay readable when the card scales
-the image down. Class names are display names (``n01440764`` -> ``tench``).
+560 px wide with 20-22 px text (12-15 px above 12 classes), so that the labels stay
+readable (about 12 px) when the card scales the image down. Class names are display names (``n01440764`` -> ``tench``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mobilenet_tf.data import MEAN, STD
 from mobilenet_tf.data.labels import display_names
 
-WIDTH = 560  # px; TensorBoard's image cards are about 400-500 px wide
+WIDTH = 560  # px; TensorBoard shows images about 350-500 px wide
 MAX_MATRIX_CLASSES = 30  # more classes: the ones with the most confusions
 BACKGROUND = (255, 255, 255)
 
@@ -34,7 +34,7 @@ def _fit(text: str, fnt, width: int) -> str:
 
 
 # ------------------------------------------------------------------ image grid
-def image_grid(images, labels, class_names, columns: int = 4) -> np.ndarray:
+def image_grid(images, labels, class_names, columns: int = 3) -> np.ndarray:
     """Normalized images [n,h,w,3] (``(x - MEAN) / STD``) with their labels (int or one-hot
     / mixed targets: the largest entry) -> one uint8 image [1,H,W,3], ``columns`` tiles a
     row, each tile scaled to ``WIDTH / columns`` px and captioned with its class name."""
@@ -46,8 +46,8 @@ def image_grid(images, labels, class_names, columns: int = 4) -> np.ndarray:
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
     tile = WIDTH // columns
-    caption = 22
-    fnt = font(15)
+    caption = 28
+    fnt = font(20)
     grid = Image.new("RGB", (columns * tile, rows * (tile + caption)), BACKGROUND)
     draw = ImageDraw.Draw(grid)
     for i, (img, name) in enumerate(zip(images, names)):
@@ -80,28 +80,28 @@ def confusion_matrix_image(matrix, class_names, limit: int = MAX_MATRIX_CLASSES)
     sub = matrix[np.ix_(shown, shown)]
     n = len(shown)
     names = display_names([class_names[i] for i in shown])
-    label_px = 16 if n <= 12 else 13 if n <= 20 else 11
-    fnt, title_fnt = font(label_px), font(18)
-    margin = min(170, int(max(fnt.getlength(s) for s in names)) + 10)
-    top = 34  # title line
-    cell = max(8, (WIDTH - margin - 28) // n)
-    size_x = 28 + margin + n * cell + 4
+    label_px = 20 if n <= 12 else 15 if n <= 20 else 12
+    fnt, title_fnt = font(label_px), font(22)
+    margin = min(180, int(max(fnt.getlength(s) for s in names)) + 10)
+    top = 38  # title line
+    cell = max(8, (WIDTH - margin - 32) // n)
+    size_x = 32 + margin + n * cell + 4
     size_y = top + margin + n * cell + 4
     img = Image.new("RGB", (size_x, size_y), BACKGROUND)
     draw = ImageDraw.Draw(img)
     title = "predicted"
     if n < matrix.shape[0]:
         title = f"predicted ({n} of {matrix.shape[0]} classes: the most confused)"
-    x0, y0 = 28 + margin, top + margin
+    x0, y0 = 32 + margin, top + margin
     draw.text((x0, 6), _fit(title, title_fnt, size_x - x0 - 4), fill="black", font=title_fnt)
-    true_title = Image.new("RGB", (n * cell, 24), BACKGROUND)
-    ImageDraw.Draw(true_title).text((n * cell // 2, 12), "true", fill="black",
+    true_title = Image.new("RGB", (n * cell, 26), BACKGROUND)
+    ImageDraw.Draw(true_title).text((n * cell // 2, 13), "true", fill="black",
                                     font=title_fnt, anchor="mm")
     img.paste(true_title.rotate(90, expand=True), (2, y0))
     norm = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1)
-    count_fnt = font(max(9, min(15, cell // 3)))
+    count_fnt = font(max(10, min(18, cell // 2 - 2)))
     for i in range(n):
-        draw.text((28, y0 + i * cell + (cell - label_px) // 2),
+        draw.text((32, y0 + i * cell + (cell - label_px) // 2),
                   _fit(names[i], fnt, margin - 6), fill="black", font=fnt)
         for j in range(n):
             v = norm[i, j]

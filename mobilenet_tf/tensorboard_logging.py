@@ -15,6 +15,7 @@ The hparams metrics (``HPARAMS_METRICS``) are tags written here, group "".
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing
 
@@ -148,7 +149,10 @@ def write_hparams(writers: Writers, config, run_name: str, has_validation: bool,
     domains = hparam_domains(config)
     for name, value in (extra or {}).items():
         domains[name] = (int(value), hp.IntInterval(min(int(value), 0), max(int(value), 1)))
-    params = {hp.HParam(name, domain): value for name, (value, domain) in domains.items()}
+    helps = {f.name: f.metadata.get("help", "") for obj in (config, config.data)
+             if obj is not None for f in dataclasses.fields(obj)}
+    params = {hp.HParam(name, domain, description=helps.get(name)): value
+              for name, (value, domain) in domains.items()}
     metrics = [hp.Metric(tag, display_name=name, description=DESCRIPTIONS[tag])
                for tag, name in HPARAMS_METRICS if has_validation or tag.startswith("train/")]
     with writers.writer.as_default():
@@ -181,7 +185,7 @@ def image_epochs(num_epochs: int) -> set[int]:
 
 
 def log_training_images(writers: Writers, images, labels, class_names, step: int,
-                        max_images: int = 16):
+                        max_images: int = 9):
     """A grid of augmented training images (what the network sees), each captioned with
     its class."""
     images, labels = np.asarray(images)[:max_images], np.asarray(labels)[:max_images]
