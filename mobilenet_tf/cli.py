@@ -304,7 +304,7 @@ def check_dataset(spec: str, flag: str = "--dataset") -> None:
         return
     if parsed.kind == "folder" and not os.path.isdir(parsed.path):
         raise UsageError(f"{flag}={spec}: folder {parsed.path} does not exist (expected "
-                         "PATH/<split>/<class>/ image files)")
+                         "PATH/<class>/<image> or PATH/<split>/<class>/<image>)")
     if (parsed.kind == "tfrecord" and SPLIT_PLACEHOLDER not in parsed.path
             and not os.path.isdir(parsed.path) and not glob.glob(parsed.path)):
         raise UsageError(f"{flag}={spec}: no files match {parsed.path}")

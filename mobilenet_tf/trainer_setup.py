@@ -54,7 +54,8 @@ class RunSetup:
         self.files = RunFiles(workdir)
         self.history = []
         self.timing = []
-        self.strategy = distribute.make_strategy(config.strategy, config.tpu_address)
+        self.strategy = distribute.make_strategy(config.strategy, config.tpu_address,
+                                                 config.startup_timeout)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size} is not valid: it must be "

@@ -12,6 +12,10 @@ dataset for ``strategy.distribute_datasets_from_function``:
   MixUp/CutMix, labels one-hot float32, full batches only;
 - eval: one pass in a fixed order, center crop, labels int32, last partial batch kept.
 
+Images above ``max_image_pixels`` (read from the header) are decoded at reduced scale
+(baseline JPEG) or refused before decoding (``decode_image``); refused ones are bad images
+whose reason is reported with their name.
+
 Bad images (corrupt, truncated, empty or non-image files) are dropped by
 ``ignore_errors`` after the decode map, and named by :class:`_BadRecordTracker`: records
 are numbered and their names filed in a hash table before decoding; the decode map keeps
@@ -34,7 +38,8 @@ from absl import logging
 from mobilenet_tf.data import augment
 from mobilenet_tf.data.config import DataConfig
 from mobilenet_tf.data.preprocessing import (center_crop_and_resize, decode_image,
-                                             normalize)
+                                             header_shape, normalize,
+                                             oversize_refusal)
 from mobilenet_tf.data.sources import make_source
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -55,8 +60,9 @@ class BadImages:
         with self._lock:
             return len(self._seen)
 
-    def record(self, name) -> None:
+    def record(self, name, reason="") -> None:
         name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
         with self._lock:
             if name in self._seen:
                 return
@@ -65,8 +71,8 @@ class BadImages:
             if n <= self.MAX_EXAMPLES:
                 self.examples.append(name)
         if n <= self.MAX_EXAMPLES:
-            logging.warning("skipping bad image %s (corrupt, truncated, empty or not an "
-                            "image; --bad_images=skip)%s", name,
+            logging.warning("skipping bad image %s (%s; --bad_images=skip)%s", name,
+                            reason or "corrupt, truncated, empty or not an image",
                             "; further bad images are only counted"
                             if n == self.MAX_EXAMPLES else "")
 
@@ -114,6 +120,17 @@ class _BadRecordTracker:
     def __init__(self, policy: str, bad: BadImages):
         self.policy, self.bad = policy, bad
         self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+        # Why a record was refused before decoding (image bombs); "" for decode errors.
+        self.reasons = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+
+    def guard(self, data, seq, max_pixels):
+        """``data`` once the reason for refusing it (if any) is filed under ``seq``."""
+        reason = oversize_refusal(data, max_pixels)
+        noted = tf.cond(tf.strings.length(reason) > 0,
+                        lambda: self.reasons.insert(seq[None], reason[None]),
+                        tf.no_op)
+        with tf.control_dependencies([noted]):
+            return tf.identity(data)
 
     def register(self, records, seeds):
         """(data, label, name) records and seeds -> (data, label, seed, seq), one map."""
@@ -127,7 +144,7 @@ class _BadRecordTracker:
 
     def account(self, ds, finite: bool, image_spec):
         """Batches (images, labels, seqs) -> (images, labels), bad records accounted."""
-        table, policy, bad = self.table, self.policy, self.bad
+        table, reasons, policy, bad = self.table, self.reasons, self.policy, self.bad
         if finite:
             end = (tf.zeros([0] + [d or 0 for d in image_spec.shape[1:]], image_spec.dtype),
                    tf.zeros([0], tf.int32), tf.constant([-1], tf.int64))
@@ -149,29 +166,33 @@ class _BadRecordTracker:
 
             missing = tf.cond(is_end, at_end, in_stream)
             names = table.lookup(missing)
+            why = reasons.lookup(missing)
             settled = tf.cond(is_end, lambda: missing,
                               lambda: tf.range(last + 1, tf.reduce_max(seqs) + 1,
                                                dtype=tf.int64))
-            with tf.control_dependencies([names]):
-                removed = table.remove(settled)
+            with tf.control_dependencies([names, why]):
+                removed = tf.group(table.remove(settled), reasons.remove(settled))
             with tf.control_dependencies([removed]):
                 new_last = tf.cond(is_end, lambda: last,
                                    lambda: tf.reduce_max(seqs))
                 if policy == "error":
+                    shown = tf.strings.join([names, tf.where(
+                        tf.strings.length(why) > 0, tf.strings.join([" (", why, ")"]), "")])
                     check = tf.debugging.Assert(tf.equal(tf.size(names), 0), [
-                        "could not decode image (corrupt, truncated, empty or not an image; "
-                        "pass --bad_images=skip to skip such files):", names], summarize=10)
+                        "could not decode image (corrupt, truncated, empty or not an image, "
+                        "or above --max_image_pixels; pass --bad_images=skip to skip such "
+                        "files):", shown], summarize=10)
                     with tf.control_dependencies([check]):
                         new_last = tf.identity(new_last)
                 else:
-                    def _record(found):
-                        for nm in found.numpy():
-                            bad.record(nm)
+                    def _record(found, found_why):
+                        for nm, reason in zip(found.numpy(), found_why.numpy()):
+                            bad.record(nm, reason)
                         return False
 
                     logged = tf.cond(
                         tf.size(names) > 0,
-                        lambda: tf.reshape(tf.py_function(_record, [names], tf.bool), []),
+                        lambda: tf.reshape(tf.py_function(_record, [names, why], tf.bool), []),
                         lambda: tf.constant(False))
                     with tf.control_dependencies([logged]):
                         new_last = tf.identity(new_last)
@@ -184,10 +205,11 @@ class _BadRecordTracker:
 
 
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
-                    bad: BadImages, encoded: bool):
+                    bad: BadImages, encoded: bool, max_pixels: int = 0):
     """(data, label, name) records -> batches (images, labels), with ``fn(data, seed)``
     (seeds from ``seeds``) in a parallel map. Encoded records may fail to decode: those
-    are skipped/reported through a :class:`_BadRecordTracker`."""
+    are skipped/reported through a :class:`_BadRecordTracker`, with the reason when
+    ``fn`` refused them for having more than ``max_pixels`` (``decode_image``)."""
     if not encoded:
         ds = tf.data.Dataset.zip((records, seeds)).map(
             lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
@@ -195,8 +217,9 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
         return ds.batch(batch, drop_remainder=drop_remainder)
     tracker = _BadRecordTracker(policy, bad)
     ds = tracker.register(records, seeds)
-    ds = ds.map(lambda d, y, s, q: (fn(d, s), y, q), num_parallel_calls=AUTOTUNE,
-                deterministic=True).ignore_errors()
+    def decode(d, y, s, q):
+        return fn(tracker.guard(d, q, max_pixels) if max_pixels else d, s), y, q
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
 
@@ -210,10 +233,19 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     batching copies 4x fewer bytes than float32, and normalization runs per batch."""
     randaugment = augment.randaugment_layer(seed=cfg.seed) if cfg.randaugment else None
 
-    def fn(data, seed):
-        image = augment.random_resized_crop(
+    def crop(data, seed, encoded):
+        return augment.random_resized_crop(
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
             (cfg.min_aspect, cfg.max_aspect), encoded=encoded)
+
+    def fn(data, seed):
+        if encoded:  # above max_image_pixels: decoded at reduced scale (or refused) first
+            shape = header_shape(data)
+            image = tf.cond(shape[0] * shape[1] > cfg.max_image_pixels,
+                            lambda: crop(decode_image(data, cfg.max_image_pixels), seed, False),
+                            lambda: crop(data, seed, True))
+        else:
+            image = crop(data, seed, False)
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
@@ -226,7 +258,7 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
 
 def _eval_image_fn(cfg: DataConfig, encoded: bool):
     def fn(data, seed):
-        image = decode_image(data) if encoded else data
+        image = decode_image(data, cfg.max_image_pixels) if encoded else data
         return center_crop_and_resize(image, cfg.image_size, cfg.crop_fraction)
     return fn
 
@@ -269,7 +301,8 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
             seeds = _constant_seeds()
             fn = _eval_image_fn(cfg, source.encoded)
         ds = _decode_batches(records, seeds, fn, batch, drop_remainder=training,
-                             policy=cfg.bad_images, bad=bad, encoded=source.encoded)
+                             policy=cfg.bad_images, bad=bad, encoded=source.encoded,
+                             max_pixels=cfg.max_image_pixels)
         if training:
             mix = augment.batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
 
@@ -300,8 +333,9 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     source = make_source(cfg, split, class_names)
     # Batches of one: images keep their own sizes.
     ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(),
-                         lambda d, s: decode_image(d) if source.encoded else d, 1,
+                         lambda d, s: (decode_image(d, cfg.max_image_pixels)
+                                       if source.encoded else d), 1,
                          drop_remainder=False, policy=cfg.bad_images, bad=BadImages(),
-                         encoded=source.encoded).unbatch()
+                         encoded=source.encoded, max_pixels=cfg.max_image_pixels).unbatch()
     for image, label in ds.take(int(limit)).as_numpy_iterator():
         yield np.asarray(image, np.uint8), int(label)

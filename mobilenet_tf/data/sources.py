@@ -5,7 +5,9 @@ surfaces before training starts) and yields raw records ``(data, label int32, na
 string)`` for one input-pipeline shard -- one pass in a fixed order, or shuffled
 (possibly endless) for training:
 
-- ``folder:PATH``   -- ``PATH/<split>/<class>/*.{jpg,jpeg,png,bmp,gif}`` (any case);
+- ``folder:PATH``   -- ``PATH/<split>/<class>/*.{jpg,jpeg,png,bmp,gif}`` (any case), or
+                       ``PATH/<class>/*`` with splits 'train'/'validation'/'all' carved
+                       per class (``holdout_fraction``; see ``specs.FLAT_SPLITS``);
                        data = encoded bytes, name = the file path.
 - ``tfrecord:GLOB`` -- TF-Example files with ``image/encoded`` and ``image/class/label``
                        (``label_offset`` subtracted); data = encoded bytes, name =
@@ -22,137 +24,20 @@ pass the split string straight to tfds.
 from __future__ import annotations
 
 import os
-import zlib
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from mobilenet_tf.data import synthetic
+from mobilenet_tf.data.folders import FolderSource  # noqa: F401  (re-exported)
 from mobilenet_tf.data.labels import LABELS_FILE, parse_labels
+from mobilenet_tf.data.source_base import (  # noqa: F401  (re-exported)
+    Source, _class_slice_positions, _indexed, _remap_to, _shard_indices)
 from mobilenet_tf.data.specs import (  # noqa: F401  (re-exported)
-    DATASET_FORMS, IMAGE_EXTENSIONS, SPLIT_PLACEHOLDER, DatasetSpec, SplitSpec,
-    parse_dataset_spec, parse_split)
-
-
-def _class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpec,
-                           seed: int, class_keys: Sequence[str]) -> np.ndarray:
-    """Indices (sorted) kept by a per-class seeded percent slice."""
-    if not split.sliced:
-        return np.arange(len(labels))
-    keep = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        rng = np.random.default_rng([int(seed), zlib.crc32(str(class_keys[c]).encode())])
-        keep.append(members[rng.permutation(len(members))][split.select(len(members))])
-    return np.sort(np.concatenate(keep)) if keep else np.zeros([0], np.int64)
-
-
-def _remap_to(class_names, source_names, where):
-    """Index map source class -> position in the fixed ``class_names``."""
-    index = {n: i for i, n in enumerate(class_names)}
-    missing = [n for n in source_names if n not in index]
-    if missing:
-        raise ValueError(f"{where} has classes not in the fixed class list of "
-                         f"{len(class_names)} training classes (labels.txt): "
-                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    return np.array([index[n] for n in source_names], np.int32)
-
-
-def _shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
-    if n < num_shards:
-        raise ValueError(f"{n} examples cannot be sharded over {num_shards} input pipelines: "
-                         "use more data or fewer workers")
-    return np.arange(shard_index, n, num_shards)
-
-
-def _indexed(n: int, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """Indices 0..n-1: in order (one pass), or -- shuffle=True -- an endless stream of
-    epochs, each a fresh seeded permutation of all n (no shuffle buffer to hold or fill,
-    whatever n)."""
-    if not shuffle:
-        return tf.data.Dataset.range(n)
-    seed = tf.constant(int(seed), tf.int64)
-    return tf.data.Dataset.counter().flat_map(
-        lambda epoch: tf.data.Dataset.from_tensor_slices(
-            tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
-                                                     seed=tf.stack([seed, epoch]))))
-
-
-# --------------------------------------------------------------------------- sources
-class Source:
-    """Base: class list, example count, and raw records per shard: one pass in a fixed
-    order (``shuffle=False``), or shuffled (``shuffle=True``; may be endless)."""
-
-    encoded: bool = True  # records hold encoded bytes (else uint8 images)
-    class_names: list
-    num_examples: int
-
-    def dataset(self, num_shards: int = 1, shard_index: int = 0, shuffle: bool = False,
-                seed: int = 0) -> tf.data.Dataset:
-        raise NotImplementedError
-
-
-class FolderSource(Source):
-    def __init__(self, root: str, split: str, seed: int = 0, class_names=None):
-        spec = f"folder:{root}"
-        self.split = parse_split(split, spec)
-        if not tf.io.gfile.isdir(root):
-            raise ValueError(f"--dataset={spec}: folder {root} does not exist")
-        split_dir = os.path.join(root, self.split.name)
-        if not tf.io.gfile.isdir(split_dir):
-            have = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
-                          if tf.io.gfile.isdir(os.path.join(root, d)))
-            raise ValueError(f"--dataset={spec}: split folder {split_dir} does not exist; "
-                             f"the layout is PATH/<split>/<class>/<image>, and {root} has "
-                             f"split folders {have}")
-        classes = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(split_dir)
-                         if not d.startswith(".")
-                         and tf.io.gfile.isdir(os.path.join(split_dir, d)))
-        if not classes:
-            raise ValueError(f"--dataset={spec}: {split_dir} has no class sub-folders; the "
-                             "layout is PATH/<split>/<class>/<image>")
-        paths, labels, ignored = [], [], 0
-        for c, name in enumerate(classes):
-            class_dir = os.path.join(split_dir, name)
-            files = sorted(f for f in tf.io.gfile.listdir(class_dir)
-                           if not f.startswith(".") and not f.endswith("/"))
-            images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-            ignored += len(files) - len(images)
-            if not images:
-                raise ValueError(f"--dataset={spec}: class folder {class_dir} has no images "
-                                 f"(extensions {', '.join(IMAGE_EXTENSIONS)}, any case); "
-                                 "remove it or add images")
-            paths += [os.path.join(class_dir, f) for f in images]
-            labels += [c] * len(images)
-        if ignored:
-            logging.info("%s: ignored %d files without an image extension", split_dir, ignored)
-        labels = np.array(labels, np.int32)
-        keep = _class_slice_positions(labels, len(classes), self.split, seed, classes)
-        if len(keep) == 0:
-            raise ValueError(f"--dataset={spec}: split {split!r} selects no images")
-        if class_names is None:
-            self.class_names = list(classes)
-            remap = np.arange(len(classes), dtype=np.int32)
-        else:
-            self.class_names = list(class_names)
-            remap = _remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
-        self.paths = [paths[k] for k in keep]  # a list: no fixed-width copy of 1M+ paths
-        self.labels = remap[labels[keep]]
-        self.num_examples = len(self.paths)
-
-    def num_files(self):
-        return self.num_examples
-
-    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
-        # One file per example: sharding by files and by examples coincide.
-        idx = _shard_indices(self.num_examples, num_shards, shard_index)
-        paths = tf.constant([self.paths[k] for k in idx])
-        labels = tf.constant(self.labels[idx])
-        return _indexed(len(idx), shuffle, seed).map(
-            lambda k: (tf.io.read_file(paths[k]), labels[k], paths[k]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION, FLAT_SPLITS, IMAGE_EXTENSIONS,
+    SPLIT_PLACEHOLDER, DatasetSpec, SplitSpec, parse_dataset_spec, parse_split)
 
 
 class SyntheticSource(Source):
@@ -475,7 +360,8 @@ def make_source(cfg, split: str, class_names=None) -> Source:
         src = SyntheticSource(cfg.synthetic_num_classes, cfg.synthetic_num_examples,
                               cfg.synthetic_image_size, split, cfg.seed, class_names)
     elif spec.kind == "folder":
-        src = FolderSource(spec.path, split, cfg.seed, class_names)
+        src = FolderSource(spec.path, split, cfg.seed, class_names,
+                           getattr(cfg, "holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
     elif spec.kind == "tfrecord":
         src = TFRecordSource(spec.path, split, cfg.label_offset, cfg.seed, class_names)
     else:

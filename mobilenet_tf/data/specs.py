@@ -11,6 +11,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DATASET_FORMS = "'synthetic', 'tfds:NAME[/CONFIG]', 'folder:PATH' or 'tfrecord:GLOB'"
 SPLIT_PLACEHOLDER = "{split}"
 
+# Splits of a ``folder:PATH`` whose PATH holds class folders directly (no split folders):
+# per class, a fixed seeded permutation of the images (independent of --seed, so that
+# every command and every model format sees the same held-out images) is cut into
+# 'train' (the first 1 - --holdout_fraction) and 'validation' (the rest); 'all' is every
+# image.
+FLAT_SPLITS = ("train", "validation", "all")
+HOLDOUT_SEED = 20170417  # the permutation behind 'train'/'validation' of a flat folder
+DEFAULT_HOLDOUT_FRACTION = 0.1
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -73,3 +82,25 @@ def parse_split(split: str, dataset: str) -> SplitSpec:
         raise ValueError(f"split {split!r} for --dataset={dataset}: need 0 <= a <= b <= 100 "
                          "in NAME[a%:b%]")
     return SplitSpec(m.group(1), start, end)
+
+
+def holdout_count(n: int, fraction: float) -> int:
+    """Images of a class of ``n`` held out for 'validation' at ``fraction``: the rounded
+    share, but at least one (and never all) when the class has two or more images and
+    the fraction is positive."""
+    if fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, int(round(n * fraction))))
+
+
+def flat_split_part(split: SplitSpec, dataset: str, holdout_fraction: float) -> str:
+    """Which part of a flat (split-less) folder ``split`` names: 'train', 'validation'
+    or 'all'; ValueError naming the flag for any other split name."""
+    if split.name not in FLAT_SPLITS:
+        raise ValueError(
+            f"split {split.name!r} for --dataset={dataset}: that folder holds class "
+            f"folders directly (PATH/<class>/<image>, no split folders), so its splits are "
+            f"'train' (per class {1 - holdout_fraction:.0%} of the images), 'validation' "
+            f"(the other {holdout_fraction:.0%}, --holdout_fraction) and 'all', each "
+            "optionally sliced as NAME[a%:b%]")
+    return split.name

@@ -1,0 +1,183 @@
+"""``folder:PATH`` sources: ``PATH/<split>/<class>/<image>``, or ``PATH/<class>/<image>``
+(no split folders) with 'train'/'validation'/'all' carved per class.
+
+The layout is read from the folder itself: sub-folders holding images are class folders,
+sub-folders holding only folders are split folders, a folder with both kinds is an error.
+A flat folder's 'validation' part is, per class, the last ``holdout_count`` images of a
+permutation seeded by ``specs.HOLDOUT_SEED`` and the class name: it does not depend on
+``--seed``, so training, evaluation and export of any model format agree on it, and it is
+stable when other classes are added or removed.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mobilenet_tf.data.source_base import (Source, _class_slice_positions, _indexed,
+                                           _remap_to, _shard_indices)
+from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, HOLDOUT_SEED,
+                                     IMAGE_EXTENSIONS, flat_split_part, holdout_count,
+                                     parse_split)
+
+
+def _visible(names):
+    return [n.rstrip("/") for n in names if not n.startswith(".")]
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _folder_layout(root: str, spec: str):
+    """``("classes", {class: entries})`` for ``PATH/<class>/<image>`` or ``("splits",
+    None)`` for ``PATH/<split>/<class>/<image>``; ValueError when it is neither or both."""
+    subdirs = sorted(d for d in _visible(tf.io.gfile.listdir(root))
+                     if tf.io.gfile.isdir(os.path.join(root, d)))
+    entries = {d: tf.io.gfile.listdir(os.path.join(root, d)) for d in subdirs}
+    with_images = [d for d in subdirs if any(_is_image(f) for f in entries[d])]
+    with_folders = [d for d in subdirs if d not in with_images and any(
+        tf.io.gfile.isdir(os.path.join(root, d, f)) for f in _visible(entries[d]))]
+    if with_images and with_folders:
+        raise ValueError(
+            f"--dataset={spec}: {root} mixes class folders (holding images: "
+            f"{with_images[:5]}) and split folders (holding sub-folders: {with_folders[:5]}); "
+            "use either PATH/<class>/<image> or PATH/<split>/<class>/<image>")
+    if with_images:
+        return "classes", {d: entries[d] for d in subdirs}
+    if with_folders:
+        return "splits", None
+    loose = [f for f in tf.io.gfile.listdir(root) if _is_image(f)]
+    raise ValueError(
+        f"--dataset={spec}: {root} has no class sub-folders with images"
+        + (f" ({len(loose)} images lie directly in it: move them into class folders)"
+           if loose else "")
+        + "; the layout is PATH/<class>/<image> or PATH/<split>/<class>/<image>")
+
+
+def folder_layout(root: str) -> str:
+    """'classes' (``PATH/<class>/<image>``) or 'splits' (``PATH/<split>/<class>/<image>``);
+    ValueError naming --dataset when ``root`` is neither, both, or missing."""
+    spec = f"folder:{root}"
+    if not tf.io.gfile.isdir(root):
+        raise ValueError(f"--dataset={spec}: folder {root} does not exist")
+    return _folder_layout(root, spec)[0]
+
+
+def default_eval_split(dataset: str) -> str:
+    """The split to evaluate ``dataset`` on when none is given: 'all' for a folder of
+    class folders (every image), else 'validation'."""
+    from mobilenet_tf.data.specs import parse_dataset_spec
+
+    spec = parse_dataset_spec(dataset)
+    if spec.kind == "folder" and folder_layout(spec.path) == "classes":
+        return "all"
+    return "validation"
+
+
+def _class_files(class_dir: str, entries, spec: str):
+    """Image file names of one class folder (sorted) and how many other files it has."""
+    files = sorted(f for f in entries if not f.startswith(".") and not f.endswith("/"))
+    images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not images:
+        raise ValueError(f"--dataset={spec}: class folder {class_dir} has no images "
+                         f"(extensions {', '.join(IMAGE_EXTENSIONS)}, any case); "
+                         "remove it or add images")
+    return images, len(files) - len(images)
+
+
+def _holdout_positions(labels: np.ndarray, num_classes: int, part: str, fraction: float,
+                       class_keys: Sequence[str]) -> np.ndarray:
+    """Indices (sorted) of a flat folder's 'train'/'validation'/'all' part: per class a
+    permutation seeded by HOLDOUT_SEED and the class name; the last
+    ``holdout_count`` images of it are 'validation'."""
+    if part == "all":
+        return np.arange(len(labels))
+    keep = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        rng = np.random.default_rng([HOLDOUT_SEED, zlib.crc32(str(class_keys[c]).encode())])
+        members = members[rng.permutation(len(members))]
+        cut = len(members) - holdout_count(len(members), fraction)
+        keep.append(members[cut:] if part == "validation" else members[:cut])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros([0], np.int64)
+
+
+class FolderSource(Source):
+    """``PATH/<split>/<class>/<image>``, or ``PATH/<class>/<image>`` with the splits of
+    ``specs.FLAT_SPLITS`` carved per class (``holdout_fraction`` held out)."""
+
+    def __init__(self, root: str, split: str, seed: int = 0, class_names=None,
+                 holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION):
+        spec = f"folder:{root}"
+        self.split = parse_split(split, spec)
+        if not tf.io.gfile.isdir(root):
+            raise ValueError(f"--dataset={spec}: folder {root} does not exist")
+        self.layout, listing = _folder_layout(root, spec)
+        if self.layout == "classes":
+            part = flat_split_part(self.split, spec, holdout_fraction)
+            class_root = root
+        else:
+            class_root = os.path.join(root, self.split.name)
+            listing = self._split_listing(root, class_root, spec)
+        classes = sorted(listing)
+        paths, labels, ignored = [], [], 0
+        for c, name in enumerate(classes):
+            class_dir = os.path.join(class_root, name)
+            images, other = _class_files(class_dir, listing[name], spec)
+            ignored += other
+            paths += [os.path.join(class_dir, f) for f in images]
+            labels += [c] * len(images)
+        if ignored:
+            logging.info("%s: ignored %d files without an image extension", class_root, ignored)
+        labels = np.array(labels, np.int32)
+        base = np.arange(len(labels))
+        if self.layout == "classes":
+            base = _holdout_positions(labels, len(classes), part, holdout_fraction, classes)
+        keep = base[_class_slice_positions(labels[base], len(classes), self.split, seed,
+                                           classes)]
+        if len(keep) == 0:
+            why = (f" (--holdout_fraction={holdout_fraction} holds out no images)"
+                   if self.layout == "classes" and part == "validation" else "")
+            raise ValueError(f"--dataset={spec}: split {split!r} selects no images{why}")
+        if class_names is None:
+            self.class_names = list(classes)
+            remap = np.arange(len(classes), dtype=np.int32)
+        else:
+            self.class_names = list(class_names)
+            remap = _remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
+        self.paths = [paths[k] for k in keep]  # a list: no fixed-width copy of 1M+ paths
+        self.labels = remap[labels[keep]]
+        self.num_examples = len(self.paths)
+
+    @staticmethod
+    def _split_listing(root, split_dir, spec):
+        if not tf.io.gfile.isdir(split_dir):
+            have = sorted(d for d in _visible(tf.io.gfile.listdir(root))
+                          if tf.io.gfile.isdir(os.path.join(root, d)))
+            raise ValueError(f"--dataset={spec}: split folder {split_dir} does not exist; "
+                             f"the layout is PATH/<split>/<class>/<image>, and {root} has "
+                             f"split folders {have}")
+        classes = [d for d in _visible(tf.io.gfile.listdir(split_dir))
+                   if tf.io.gfile.isdir(os.path.join(split_dir, d))]
+        if not classes:
+            raise ValueError(f"--dataset={spec}: {split_dir} has no class sub-folders; the "
+                             "layout is PATH/<split>/<class>/<image>")
+        return {c: tf.io.gfile.listdir(os.path.join(split_dir, c)) for c in classes}
+
+    def num_files(self):
+        return self.num_examples
+
+    def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
+        # One file per example: sharding by files and by examples coincide.
+        idx = _shard_indices(self.num_examples, num_shards, shard_index)
+        paths = tf.constant([self.paths[k] for k in idx])
+        labels = tf.constant(self.labels[idx])
+        return _indexed(len(idx), shuffle, seed).map(
+            lambda k: (tf.io.read_file(paths[k]), labels[k], paths[k]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
