@@ -19,7 +19,7 @@ from PIL import Image
 
 from data_helpers import collect, make_folder
 from mobilenet_tf import data, prediction
-from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data import augment, preprocessing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -163,3 +163,31 @@ def test_default_limit_refuses_a_20000_pixel_square_png(tmp_path):
 def test_max_image_pixels_is_validated():
     with pytest.raises(ValueError, match="--max_image_pixels must be >= 1"):
         data.DataConfig(max_image_pixels=0)
+
+
+def test_crop_checks_the_limit_and_only_refusals_file_a_reason():
+    """In a tf.data map (graph mode), as the training pipeline calls it: the JPEG crop
+    checks the limit with its own size read, a large baseline JPEG is cropped from its
+    reduced decode, a progressive one and a PNG are refused, and ``on_refusal`` runs for
+    the refused ones only (before the error), with the reason."""
+    images = [_flat((1000, 600), "JPEG"), _flat((300, 200), "JPEG"),
+              _flat((1000, 600), "JPEG", progressive=True), _flat((1000, 600), "PNG"),
+              _flat((300, 200), "PNG")]
+    reasons = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+
+    def crop(i, encoded):
+        note = lambda why: reasons.insert(i[None], why[None])  # noqa: E731
+        return i, augment.random_resized_crop(encoded, (24, 24), tf.stack([i, 3]),
+                                              max_pixels=200_000, on_refusal=note)
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(5, dtype=tf.int64), images))
+    kept = [int(i) for i, image in ds.map(crop).ignore_errors()
+            if image.shape == (24, 24, 3)]
+    assert kept == [0, 1, 4]
+    keys, values = reasons.export()
+    filed = dict(zip(keys.numpy().tolist(), (v.decode() for v in values.numpy())))
+    assert sorted(filed) == [2, 3]
+    assert "1000x600 pixels" in filed[2] and "progressive JPEG" in filed[2]
+    assert "only baseline JPEGs" in filed[3]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="progressive JPEG"):
+        augment.random_resized_crop(images[2], (24, 24), tf.constant([1, 2], tf.int64),
+                                    max_pixels=200_000)

@@ -38,8 +38,7 @@ from absl import logging
 from mobilenet_tf.data import augment
 from mobilenet_tf.data.config import DataConfig
 from mobilenet_tf.data.preprocessing import (center_crop_and_resize, decode_image,
-                                             header_shape, normalize,
-                                             oversize_refusal)
+                                             normalize)
 from mobilenet_tf.data.sources import make_source
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -114,7 +113,8 @@ class _BadRecordTracker:
     (``"skip"``: a ``tf.py_function``, run only when something was dropped) or fails
     naming them (``"error"``). A finite stream ends with an empty marker batch, which
     reports the records dropped after the last good one. Per element this costs one
-    table insert; the decoding itself runs as a plain parallel map.
+    table insert; the decoding itself runs as a plain parallel map. Images refused for
+    their size file the reason in ``reasons`` (``refusal_noter``) before failing.
     """
 
     def __init__(self, policy: str, bad: BadImages):
@@ -123,14 +123,10 @@ class _BadRecordTracker:
         # Why a record was refused before decoding (image bombs); "" for decode errors.
         self.reasons = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
-    def guard(self, data, seq, max_pixels):
-        """``data`` once the reason for refusing it (if any) is filed under ``seq``."""
-        reason = oversize_refusal(data, max_pixels)
-        noted = tf.cond(tf.strings.length(reason) > 0,
-                        lambda: self.reasons.insert(seq[None], reason[None]),
-                        tf.no_op)
-        with tf.control_dependencies([noted]):
-            return tf.identity(data)
+    def refusal_noter(self, seq):
+        """``on_refusal`` for ``decode_image`` on record ``seq``: files the reason, in the
+        refusal branch only (before its error), so images within the limit pay nothing."""
+        return lambda reason: self.reasons.insert(seq[None], reason[None])
 
     def register(self, records, seeds):
         """(data, label, name) records and seeds -> (data, label, seed, seq), one map."""
@@ -205,11 +201,12 @@ class _BadRecordTracker:
 
 
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
-                    bad: BadImages, encoded: bool, max_pixels: int = 0):
-    """(data, label, name) records -> batches (images, labels), with ``fn(data, seed)``
-    (seeds from ``seeds``) in a parallel map. Encoded records may fail to decode: those
-    are skipped/reported through a :class:`_BadRecordTracker`, with the reason when
-    ``fn`` refused them for having more than ``max_pixels`` (``decode_image``)."""
+                    bad: BadImages, encoded: bool):
+    """(data, label, name) records -> batches (images, labels), with ``fn(data, seed,
+    on_refusal)`` (seeds from ``seeds``) in a parallel map. Encoded records may fail to
+    decode: those are skipped/reported through a :class:`_BadRecordTracker`, with the
+    reason that ``fn`` gave ``on_refusal`` when it refused one for its size
+    (``decode_image``)."""
     if not encoded:
         ds = tf.data.Dataset.zip((records, seeds)).map(
             lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
@@ -217,8 +214,9 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
         return ds.batch(batch, drop_remainder=drop_remainder)
     tracker = _BadRecordTracker(policy, bad)
     ds = tracker.register(records, seeds)
+
     def decode(d, y, s, q):
-        return fn(tracker.guard(d, q, max_pixels) if max_pixels else d, s), y, q
+        return fn(d, s, tracker.refusal_noter(q)), y, q
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
@@ -233,19 +231,12 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     batching copies 4x fewer bytes than float32, and normalization runs per batch."""
     randaugment = augment.randaugment_layer(seed=cfg.seed) if cfg.randaugment else None
 
-    def crop(data, seed, encoded):
-        return augment.random_resized_crop(
+    def fn(data, seed, on_refusal=None):
+        # Encoded images above max_image_pixels are decoded at reduced scale (or refused).
+        image = augment.random_resized_crop(
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
-            (cfg.min_aspect, cfg.max_aspect), encoded=encoded)
-
-    def fn(data, seed):
-        if encoded:  # above max_image_pixels: decoded at reduced scale (or refused) first
-            shape = header_shape(data)
-            image = tf.cond(shape[0] * shape[1] > cfg.max_image_pixels,
-                            lambda: crop(decode_image(data, cfg.max_image_pixels), seed, False),
-                            lambda: crop(data, seed, True))
-        else:
-            image = crop(data, seed, False)
+            (cfg.min_aspect, cfg.max_aspect), encoded=encoded,
+            max_pixels=cfg.max_image_pixels, on_refusal=on_refusal)
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
@@ -257,8 +248,8 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
 
 
 def _eval_image_fn(cfg: DataConfig, encoded: bool):
-    def fn(data, seed):
-        image = decode_image(data, cfg.max_image_pixels) if encoded else data
+    def fn(data, seed, on_refusal=None):
+        image = decode_image(data, cfg.max_image_pixels, on_refusal) if encoded else data
         return center_crop_and_resize(image, cfg.image_size, cfg.crop_fraction)
     return fn
 
@@ -301,8 +292,7 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
             seeds = _constant_seeds()
             fn = _eval_image_fn(cfg, source.encoded)
         ds = _decode_batches(records, seeds, fn, batch, drop_remainder=training,
-                             policy=cfg.bad_images, bad=bad, encoded=source.encoded,
-                             max_pixels=cfg.max_image_pixels)
+                             policy=cfg.bad_images, bad=bad, encoded=source.encoded)
         if training:
             mix = augment.batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
 
@@ -333,9 +323,9 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     source = make_source(cfg, split, class_names)
     # Batches of one: images keep their own sizes.
     ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(),
-                         lambda d, s: (decode_image(d, cfg.max_image_pixels)
-                                       if source.encoded else d), 1,
+                         lambda d, s, note=None: (decode_image(d, cfg.max_image_pixels, note)
+                                                  if source.encoded else d), 1,
                          drop_remainder=False, policy=cfg.bad_images, bad=BadImages(),
-                         encoded=source.encoded, max_pixels=cfg.max_image_pixels).unbatch()
+                         encoded=source.encoded).unbatch()
     for image, label in ds.take(int(limit)).as_numpy_iterator():
         yield np.asarray(image, np.uint8), int(label)

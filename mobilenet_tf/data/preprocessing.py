@@ -22,7 +22,7 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - MEAN) / STD
 
 
-def decode_image(encoded: tf.Tensor, max_pixels: int = 0) -> tf.Tensor:
+def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None) -> tf.Tensor:
     """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 RGB HxWx3.
 
     Grayscale, RGBA and CMYK (JPEG) become RGB; GIFs give their first frame; 8-bit
@@ -30,56 +30,44 @@ def decode_image(encoded: tf.Tensor, max_pixels: int = 0) -> tf.Tensor:
     through their colour table.
 
     ``max_pixels`` > 0 bounds the memory of decoding (image bombs): the size is read from
-    the header first (:func:`header_shape`), and an image of more pixels is, if it is a
-    baseline JPEG, decoded at the smallest reduced scale (1/2, 1/4, 1/8; libjpeg scales
-    while decoding) that fits, with a warning; otherwise it is refused before decoding
-    (InvalidArgumentError saying why; the data pipeline skips or reports it by its bad
-    image policy)."""
+    the header first (:func:`header_shape`), and an image of more pixels goes to
+    :func:`decode_above_limit`: decoded at reduced scale if it is a baseline JPEG,
+    otherwise refused before decoding (InvalidArgumentError saying why, after
+    ``on_refusal(why)``; the data pipeline files the reason there and skips or reports the
+    image by its bad image policy)."""
     encoded = tf.convert_to_tensor(encoded, tf.string)
     if not max_pixels:
         return _decode_any(encoded)
     shape = header_shape(encoded)
     h, w = shape[0], shape[1]
-
-    def above_limit():
-        branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels)
-                    for r in JPEG_SCALES[1:]]
-        branches.append(lambda: _refuse(encoded, shape, max_pixels))
-        return tf.switch_case(_above_limit_plan(encoded, h, w, max_pixels) - 1, branches)
-
     # The common case takes one branch and decodes as without a limit.
-    image = tf.cond(h * w > max_pixels, above_limit, lambda: _decode_any(encoded))
+    image = tf.cond(h * w > max_pixels,
+                    lambda: decode_above_limit(encoded, h, w, max_pixels, on_refusal),
+                    lambda: _decode_any(encoded))
     image.set_shape([None, None, 3])
     return image
 
 
-def oversize_refusal(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
-    """Why ``decode_image(encoded, max_pixels)`` refuses these bytes (a string tensor),
-    or "" when it decodes them (at full or reduced scale)."""
-    encoded = tf.convert_to_tensor(encoded, tf.string)
-    index, shape = _plan(encoded, max_pixels)
-    return tf.cond(tf.equal(index, len(JPEG_SCALES)),
-                   lambda: _refusal_message(encoded, shape, max_pixels), lambda: tf.constant(""))
-
-
-def _plan(encoded, max_pixels):
-    """(branch of decode_image: 0 full, 1-3 the reduced JPEG scales, 4 refuse; [h, w])."""
-    shape = header_shape(encoded)
-    h, w = shape[0], shape[1]
-    index = tf.cond(h * w > max_pixels, lambda: _above_limit_plan(encoded, h, w, max_pixels),
-                    lambda: tf.constant(0))
-    return index, shape
-
-
-def _above_limit_plan(encoded, h, w, max_pixels):
-    """1-3: the reduced JPEG scale that fits (1/2, 1/4, 1/8); 4: refuse. The JPEG markers
-    are walked only here, for images above the limit."""
+def decode_above_limit(encoded, h, w, max_pixels: int, on_refusal=None) -> tf.Tensor:
+    """The rare branch of :func:`decode_image`, for an image whose header says ``h`` x
+    ``w`` (int64) > ``max_pixels``: a baseline JPEG is decoded at the smallest reduced
+    scale (1/2, 1/4, 1/8; libjpeg scales while decoding) that fits, with a warning; any
+    other image is refused before decoding: ``on_refusal(why)`` (a callable returning an
+    op, e.g. filing the reason in a table; optional) runs, then InvalidArgumentError(why).
+    The JPEG markers are walked only here."""
+    h, w = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
     baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded),
                                    tf.equal(jpeg_is_progressive(encoded), 0))
     fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES[1:]]
     reducible = [tf.logical_and(f, baseline_jpeg) for f in fits]
-    return tf.where(reducible[0], 1, tf.where(reducible[1], 2, tf.where(
-        reducible[2], 3, len(JPEG_SCALES))))
+    plan = tf.where(reducible[0], 0, tf.where(reducible[1], 1, tf.where(
+        reducible[2], 2, len(JPEG_SCALES) - 1)))
+    branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels)
+                for r in JPEG_SCALES[1:]]
+    branches.append(lambda: _refuse(encoded, h, w, max_pixels, on_refusal))
+    image = tf.switch_case(plan, branches)
+    image.set_shape([None, None, 3])
+    return image
 
 
 JPEG_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes to (ratio 1/r)
@@ -99,8 +87,7 @@ def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
         return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
 
 
-def _refusal_message(encoded, shape, max_pixels):
-    h, w = shape[0], shape[1]
+def _refusal_message(encoded, h, w, max_pixels):
     why = tf.gather(tf.constant([
         "only baseline JPEGs can be decoded at reduced scale",
         "a progressive JPEG is buffered whole by the decoder even at reduced scale",
@@ -113,9 +100,11 @@ def _refusal_message(encoded, shape, max_pixels):
         " (raise --max_image_pixels to accept it)"])
 
 
-def _refuse(encoded, shape, max_pixels):
-    message = _refusal_message(encoded, shape, max_pixels)
-    with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+def _refuse(encoded, h, w, max_pixels, on_refusal):
+    message = _refusal_message(encoded, h, w, max_pixels)
+    with tf.control_dependencies([on_refusal(message)] if on_refusal else []):
+        check = tf.debugging.Assert(False, [message])
+    with tf.control_dependencies([check]):
         return tf.zeros([0, 0, 3], tf.uint8)
 
 
