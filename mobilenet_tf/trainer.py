@@ -371,10 +371,8 @@ class Trainer:
     def _build_model(self, synchronized_bn: bool):
         cfg = self.config
         model = mobilenet_v1(**cfg.model_config(self.num_classes), classifier_activation=None,
-                             synchronized_bn=synchronized_bn)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = cfg.bn_momentum
+                             synchronized_bn=synchronized_bn, bn_momentum=cfg.bn_momentum,
+                             fused_batch_norm=True)
         if cfg.initial_weights:
             _load_matching_weights(model, cfg)
         return model
