@@ -27,6 +27,7 @@ from mobilenet_tf import trainer
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train.py")
 TIMM_PYTHON_ENV = "MOBILENET_TF_TIMM_PYTHON"
 WARMUP_STEPS = 10  # = steps_per_loop: the first (tracing) call of our loop
+TIMM_WARMUP_STEPS = 3  # eager PyTorch: no tracing, the first steps allocate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +168,13 @@ def timm_python(given: str = "") -> str:
     return python
 
 
-def timm_fit(s: Setting, python: str):
-    """timm's mobilenetv1_100 in PyTorch, measured in a subprocess (timm_train.py)."""
+def timm_fit(s: Setting, python: str, steps: int = 0):
+    """timm's mobilenetv1_100 in PyTorch, measured in a subprocess (timm_train.py) over
+    ``steps`` steps (default ``s.steps``) after TIMM_WARMUP_STEPS."""
     if s.alpha != 1.0 or s.precision != "float32":
         raise TimmUnavailable("the timm side measures alpha 1.0 in float32 only")
     cmd = [python, TIMM_SCRIPT, f"--resolution={s.resolution}", f"--batch_size={s.batch}",
-           f"--steps={s.steps}", f"--warmup={WARMUP_STEPS}",
+           f"--steps={steps or s.steps}", f"--warmup={TIMM_WARMUP_STEPS}",
            f"--num_classes={s.num_classes}"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:

@@ -2,6 +2,7 @@ r"""Training throughput: our loop vs ``keras.applications.MobileNet`` + ``fit`` 
 
   python -m mobilenet_tf.benchmarks.training [--settings=128:64,224:32] [--steps=30]
       [--repeats=3] [--alpha=1.0] [--timm_python=/work/venv-timm/bin/python]
+      [--timm_steps=N]
       [--jpeg] [--jpeg_dir=DIR]
 
 For each RESOLUTION:BATCH setting, in one process and on the same in-memory data (random
@@ -17,7 +18,7 @@ normalized images, one-hot labels, a cached repeated ``tf.data`` pipeline):
   * with ``--jpeg``, ours end to end: the same loop reading JPEG files through
     ``data.build_input`` from ``--jpeg_dir`` (``DIR/train/<class>``), or Imagenette of
     ``../shared/data/imagenette-224-train.tar``, or generated JPEGs.
-Every side excludes its first 10 steps (tracing, warm-up). Sides alternate ``--repeats``
+Our and Keras' sides exclude their first 10 steps (tracing, warm-up), timm its first 3. Sides alternate ``--repeats``
 times and medians are reported, since the machine may be shared; images per second of
 process CPU time are reported too (other processes' load disturbs them less).
 For GPUs, precisions and XLA: ``python -m mobilenet_tf.benchmarks.precision``.
@@ -45,6 +46,8 @@ flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median re
 flags.DEFINE_string("timm_python", "", "Python with torch + timm for the timm side; "
                     f"default ${measure.TIMM_PYTHON_ENV}, else this interpreter.")
 flags.DEFINE_bool("timm", True, "Measure timm's mobilenetv1_100 (PyTorch).")
+flags.DEFINE_integer("timm_steps", 0, "Timed steps of the timm side (after 3 warm-up "
+                     "steps; it needs no tracing); 0: --steps.")
 flags.DEFINE_bool("jpeg", False, "Also measure ours end to end from JPEG files.")
 flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for --jpeg; default: "
                     "Imagenette from ../shared, else generated JPEGs.")
@@ -74,7 +77,8 @@ def _sides(s, inp, timm_python, jpeg_spec):
     sides = {"ours": functools.partial(measure.ours, s, inp),
              "keras": functools.partial(measure.keras_fit, s, inp)}
     if timm_python:
-        sides["timm"] = functools.partial(measure.timm_fit, s, timm_python)
+        sides["timm"] = functools.partial(measure.timm_fit, s, timm_python,
+                                          FLAGS.timm_steps)
     if jpeg_spec:
         cfg = data.DataConfig(dataset=jpeg_spec, image_size=(s.resolution, s.resolution))
         sides["jpeg"] = functools.partial(measure.ours, s, data_cfg=cfg)
