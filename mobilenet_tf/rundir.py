@@ -37,7 +37,7 @@ RECORD_VERSION = 2  # version 1: the untyped config.json before the record (read
 RESUMABLE_CHANGES = ("epochs", "eval_every_epochs", "checkpoint_every_steps",
                      "keep_checkpoints", "steps_per_loop", "profile_steps", "log_images",
                      "verbose", "strategy", "tpu_address", "jit_compile", "data_dir",
-                     "startup_timeout")
+                     "startup_timeout", "fused_batch_norm")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,8 @@ def build_task(config: TrainConfig, num_classes: int, steps_per_epoch: int,
     with strategy.scope():
         model = mobilenet_v1(**cfg.model_config(num_classes), classifier_activation=None,
                              synchronized_bn=synchronized_bn(strategy),
-                             bn_momentum=cfg.bn_momentum)
+                             bn_momentum=cfg.bn_momentum,
+                             fused_batch_norm=cfg.fused_batch_norm)
         loaded = (load_matching_weights(model, cfg)
                   if cfg.initial_weights and initial_weights else [])
         regular, depthwise = optim.decay_groups(model)

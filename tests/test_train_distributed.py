@@ -25,12 +25,18 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from train_helpers import toy_inputs
     from mobilenet_tf import trainer
+    # Strategies are compared under one batch-norm formula: the replicas use Keras'
+    # synchronized moments, so one device trains with Keras' layer too
+    # (fused_batch_norm=False). With oneDNN's fused kernel the second loss differed by
+    # 3.7% on this tiny random network, whose 2x2 feature maps leave near-constant
+    # channels that amplify rounding differences (docs/benchmarks.md, "Accuracy").
 
     out_dir = sys.argv[1]
     common = dict(alpha=0.25, resolution=32, epochs=1, batch_size=16, steps_per_epoch=2,
                   steps_per_loop=1, checkpoint_every_steps=1, dropout=0.0,
                   learning_rate=0.001, lr_schedule="constant", optimizer="sgd",
-                  momentum=0.0, eval_split="", log_images=False, verbose=0)
+                  momentum=0.0, eval_split="", log_images=False, verbose=0,
+                  fused_batch_norm=False)
     result = {}
     for strategy in ("one_device", "mirrored"):
         train, _ = toy_inputs(batch_size=16)

@@ -1,137 +1,57 @@
-r"""Training throughput: our loop vs ``keras.applications.MobileNet`` + ``model.fit``.
+r"""Training throughput: our loop vs ``keras.applications.MobileNet`` + ``fit`` vs timm.
 
-  python -m mobilenet_tf.benchmarks.training [--resolutions=224,128] [--batch_size=32]
-      [--steps=30] [--repeats=2] [--jpeg_dir=DIR]
+  python -m mobilenet_tf.benchmarks.training [--settings=128:64,224:32] [--steps=30]
+      [--repeats=3] [--alpha=1.0] [--timm_python=/work/venv-timm/bin/python]
+      [--timm_steps=N]
+      [--jpeg] [--jpeg_dir=DIR]
 
-For each resolution, in the same process and on the same in-memory data (random
+For each RESOLUTION:BATCH setting, in one process and on the same in-memory data (random
 normalized images, one-hot labels, a cached repeated ``tf.data`` pipeline):
-  * ours: ``trainer.train_and_evaluate`` (the custom ``strategy.run`` loop,
-    ``steps_per_loop`` steps per ``tf.function`` call);
+  * ours: ``trainer.Trainer`` (the custom ``strategy.run`` loop, ``steps_per_loop`` steps
+    per ``tf.function`` call; batch norm through the fused kernel, mobilenet_tf/batchnorm.py);
   * keras: ``keras.applications.MobileNet(weights=None)`` compiled with the same RMSprop
     and label-smoothed cross-entropy, trained with ``model.fit``;
-  * ours end to end: the same loop reading JPEG files through ``data.build_input``
-    (decode + random-resized crop + flip), from ``--jpeg_dir`` (``DIR/train/<class>``), or
-    the Imagenette images of ``../shared/data/imagenette-224-train.tar`` (extracted to a
-    temp dir), or synthetic JPEGs written to a temp dir.
-Both sides exclude the first (tracing) call. Measurements alternate ours/keras
-``--repeats`` times and the median is reported, since the machine may be shared; images
-per second of process CPU time are reported too, which other processes' load disturbs
-less than wall time.
+  * timm: timm's ``mobilenetv1_100`` in PyTorch (same optimizer, loss and batch), in a
+    subprocess with ``--timm_python`` (default ``$MOBILENET_TF_TIMM_PYTHON``, else this
+    interpreter); skipped with a line saying why when torch/timm are not importable
+    (they are the optional ``bench`` extra);
+  * with ``--jpeg``, ours end to end: the same loop reading JPEG files through
+    ``data.build_input`` from ``--jpeg_dir`` (``DIR/train/<class>``), or Imagenette of
+    ``../shared/data/imagenette-224-train.tar``, or generated JPEGs.
+Our and Keras' sides exclude their first 10 steps (tracing, warm-up), timm its first 3. Sides alternate ``--repeats``
+times and medians are reported, since the machine may be shared; images per second of
+process CPU time are reported too (other processes' load disturbs them less).
+For GPUs, precisions and XLA: ``python -m mobilenet_tf.benchmarks.precision``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
-import statistics
 import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from mobilenet_tf import data, trainer
-from mobilenet_tf.benchmarks import imagenette
+from mobilenet_tf import data
+from mobilenet_tf.benchmarks import imagenette, measure
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("resolutions", ["224", "128"], "Square input resolutions.")
-flags.DEFINE_float("alpha", 1.0, "Width multiplier.")
-flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_integer("steps", 30, "Timed steps per measurement (after one warm-up call).")
-flags.DEFINE_integer("repeats", 2, "Alternating measurements per side (median reported).")
-flags.DEFINE_integer("num_classes", 10, "Classes of the in-memory task.")
-flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for the end-to-end "
-                    "measurement; default: Imagenette from ../shared, else synthetic JPEGs.")
+flags.DEFINE_string("settings", "128:64,224:32", "RESOLUTION:BATCH pairs, comma-separated.")
+flags.DEFINE_float("alpha", 1.0, "Width multiplier (the timm side needs 1.0).")
+flags.DEFINE_integer("steps", 30, "Timed steps per measurement (after 10 warm-up steps).")
+flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median reported).")
+flags.DEFINE_string("timm_python", "", "Python with torch + timm for the timm side; "
+                    f"default ${measure.TIMM_PYTHON_ENV}, else this interpreter.")
+flags.DEFINE_bool("timm", True, "Measure timm's mobilenetv1_100 (PyTorch).")
+flags.DEFINE_integer("timm_steps", 0, "Timed steps of the timm side (after 3 warm-up "
+                     "steps; it needs no tracing); 0: --steps.")
+flags.DEFINE_bool("jpeg", False, "Also measure ours end to end from JPEG files.")
+flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for --jpeg; default: "
+                    "Imagenette from ../shared, else generated JPEGs.")
 flags.DEFINE_integer("jpeg_images", 2000, "JPEG images used end to end (at most).")
-
-
-
-@dataclasses.dataclass
-class InMemoryInput:
-    """Random normalized images with one-hot labels, the build_input interface."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list
-    global_batch_size: int
-    bad_images: object = None
-
-    @property
-    def num_examples(self):
-        return len(self.labels)
-
-    def dataset(self, batch):
-        n = len(self.class_names)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (self.images, tf.one_hot(self.labels, n))).batch(batch, drop_remainder=True)
-        return ds.cache().repeat().prefetch(tf.data.AUTOTUNE)
-
-    def input_fn(self, ctx: tf.distribute.InputContext):
-        return self.dataset(ctx.get_per_replica_batch_size(self.global_batch_size))
-
-
-def _in_memory(resolution, batch, num_classes, seed=0):
-    rng = np.random.default_rng(seed)
-    n = batch * 8
-    images = rng.uniform(-1, 1, (n, resolution, resolution, 3)).astype(np.float32)
-    labels = rng.integers(0, num_classes, n).astype(np.int32)
-    return InMemoryInput(images, labels, [f"c{i}" for i in range(num_classes)], batch)
-
-
-def _config(resolution, steps, batch, dataset=None):
-    data_cfg = None
-    if dataset:
-        data_cfg = data.DataConfig(dataset=dataset, image_size=(resolution, resolution))
-    return trainer.TrainConfig(
-        data=data_cfg, alpha=FLAGS.alpha, resolution=resolution, epochs=1,
-        batch_size=batch, steps_per_epoch=steps + 10, steps_per_loop=10,
-        optimizer="rmsprop", learning_rate=0.01, lr_schedule="constant",
-        weight_decay=0.0, label_smoothing=0.1, ema_decay=0.0, eval_split="",
-        train_split="train", log_images=False, verbose=0, checkpoint_every_steps=10 ** 6,
-        strategy="auto")
-
-
-def ours(resolution, steps, batch, inp=None, dataset=None):
-    """(images/s over wall time, images/s over process CPU time), first call excluded."""
-    with tempfile.TemporaryDirectory() as workdir:
-        run = trainer.Trainer(_config(resolution, steps, batch, dataset), workdir, inp)
-        run.run()
-    images, wall, cpu = (sum(t[i] for t in run.timing[1:]) for i in range(3))
-    return images / wall, images / cpu
-
-
-class _Timer(keras.callbacks.Callback):
-    def __init__(self, skip):
-        super().__init__()
-        self.skip, self.count, self.start = skip, 0, None
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.count += 1
-        if self.count == self.skip:
-            self.start = time.perf_counter()
-            self.cpu_start = time.process_time()
-
-    def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.start
-        self.cpu_seconds = time.process_time() - self.cpu_start
-
-
-def keras_fit(resolution, steps, batch, inp):
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNet(
-        input_shape=(resolution, resolution, 3), alpha=FLAGS.alpha, weights=None,
-        classes=len(inp.class_names), classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9,
-                                                     epsilon=1.0),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                            label_smoothing=0.1),
-                  metrics=["accuracy"])
-    timer = _Timer(skip=10)  # as ours: the first 10 steps (tracing) are not timed
-    model.fit(inp.dataset(batch), steps_per_epoch=steps + 10, epochs=1, verbose=0,
-              callbacks=[timer])
-    return steps * batch / timer.seconds, steps * batch / timer.cpu_seconds
 
 
 def _jpeg_dataset(tmp):
@@ -153,43 +73,73 @@ def _jpeg_dataset(tmp):
     return f"folder:{tmp}", f"{FLAGS.jpeg_images} random 256x256 JPEGs"
 
 
+def _sides(s, inp, timm_python, jpeg_spec):
+    sides = {"ours": functools.partial(measure.ours, s, inp),
+             "keras": functools.partial(measure.keras_fit, s, inp)}
+    if timm_python:
+        sides["timm"] = functools.partial(measure.timm_fit, s, timm_python,
+                                          FLAGS.timm_steps)
+    if jpeg_spec:
+        cfg = data.DataConfig(dataset=jpeg_spec, image_size=(s.resolution, s.resolution))
+        sides["jpeg"] = functools.partial(measure.ours, s, data_cfg=cfg)
+    return sides
+
+
+def _timm_or_reason():
+    if not FLAGS.timm:
+        return None, "timm side off (--notimm)"
+    if FLAGS.alpha != 1.0:
+        return None, "timm side skipped: mobilenetv1_100 is alpha 1.0 (--alpha=1.0)"
+    try:
+        return measure.timm_python(FLAGS.timm_python), ""
+    except measure.TimmUnavailable as err:
+        return None, f"timm side skipped: {err}"
+
+
+def _ratio(row, a, b):
+    if a not in row or b not in row:
+        return "-", "-"
+    return f"{row[a][0] / row[b][0]:.2f}x", f"{row[a][1] / row[b][1]:.2f}x"
+
+
+def _print_table(rows):
+    print("| resolution / batch | ours (img/s) | keras fit (img/s) | timm (img/s) | "
+          "ours / keras (wall) | (CPU) | ours / timm (wall) | (CPU) | JPEG / in-memory |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (res, batch), row in rows:
+        cells = [f"{row[k][0]:.1f}" if k in row else "-" for k in ("ours", "keras", "timm")]
+        jpeg = _ratio(row, "jpeg", "ours")[0]
+        print(f"| {res} / {batch} | " + " | ".join(cells) + " | "
+              + " | ".join(_ratio(row, "ours", "keras") + _ratio(row, "ours", "timm"))
+              + f" | {jpeg} |")
+
+
 def main(argv):
     del argv
-    batch, steps = FLAGS.batch_size, FLAGS.steps
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-          f"{os.cpu_count()} CPUs, alpha {FLAGS.alpha}, batch {batch}, {steps} timed steps")
+    settings = measure.parse_settings(FLAGS.settings)
+    timm_python, reason = _timm_or_reason()
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs, "
+          f"alpha {FLAGS.alpha}, {FLAGS.steps} timed steps, {FLAGS.repeats} alternating "
+          f"rounds; timm: {timm_python or reason}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        jpeg_spec, jpeg_desc = _jpeg_dataset(tmp)
-        for res in [int(r) for r in FLAGS.resolutions]:
-            inp = _in_memory(res, batch, FLAGS.num_classes)
-            runs = {"ours": [], "keras": [], "jpeg": []}
-            for _ in range(FLAGS.repeats):
-                runs["ours"].append(ours(res, steps, batch, inp))
-                runs["keras"].append(keras_fit(res, steps, batch, inp))
-                runs["jpeg"].append(ours(res, steps, batch, dataset=jpeg_spec))
-            row = {"resolution": res}
-            for side, values in runs.items():
-                row[side] = statistics.median(v[0] for v in values)
-                row[side + "_cpu"] = statistics.median(v[1] for v in values)
-            rows.append(row)
-            print(f"{res}px  ours {row['ours']:.1f} img/s  keras fit {row['keras']:.1f} img/s"
-                  f"  ratio {row['ours'] / row['keras']:.2f}x (per CPU-second "
-                  f"{row['ours_cpu'] / row['keras_cpu']:.2f}x)   ours from JPEG "
-                  f"{row['jpeg']:.1f} img/s = {row['jpeg'] / row['ours']:.2f}x of in-memory "
-                  f"(per CPU-second {row['jpeg_cpu'] / row['ours_cpu']:.2f}x)   runs (wall, "
-                  f"cpu img/s): " + ", ".join(
-                      f"{k} {[(round(a, 1), round(b, 1)) for a, b in v]}"
-                      for k, v in runs.items()), flush=True)
-    print(f"\nEnd-to-end data: {jpeg_desc}.")
-    print("| resolution | ours (img/s) | keras MobileNet + fit (img/s) | ratio (wall) | "
-          "ratio (CPU) | ours from JPEG (img/s) | JPEG / in-memory (wall) | (CPU) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['resolution']} | {r['ours']:.1f} | {r['keras']:.1f} | "
-              f"{r['ours'] / r['keras']:.2f}x | {r['ours_cpu'] / r['keras_cpu']:.2f}x | "
-              f"{r['jpeg']:.1f} | {r['jpeg'] / r['ours']:.2f}x | "
-              f"{r['jpeg_cpu'] / r['ours_cpu']:.2f}x |")
+        jpeg_spec, jpeg_desc = _jpeg_dataset(tmp) if FLAGS.jpeg else (None, "")
+        for res, batch in settings:
+            s = measure.Setting(res, batch, FLAGS.steps, FLAGS.alpha)
+            print(f"{res} px, batch {batch}:", flush=True)
+            row = measure.alternate(
+                _sides(s, measure.in_memory(s), timm_python, jpeg_spec), FLAGS.repeats)
+            rows.append(((res, batch), row))
+            print("  medians: " + ", ".join(f"{k} {v[0]:.1f} img/s ({v[1]:.1f} per CPU-s)"
+                                            for k, v in row.items())
+                  + f"; ours/keras {_ratio(row, 'ours', 'keras')[0]}, "
+                  f"ours/timm {_ratio(row, 'ours', 'timm')[0]}", flush=True)
+    if jpeg_desc:
+        print(f"\nEnd-to-end data: {jpeg_desc}.")
+    if reason:
+        print(reason)
+    _print_table(rows)
+
 
 if __name__ == "__main__":
     app.run(main)
