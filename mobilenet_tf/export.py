@@ -59,7 +59,7 @@ def main(argv):
     except exporter.ExportVerificationError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_VERIFICATION_FAILED
-    print(exporter.format_report(report))
+    print(exporter.export_report.format_report(report))
     return 0
 
 

@@ -1,9 +1,14 @@
 """Atomic file writes: a reader (or a crash, or a full disk) sees the old file or the new
-one, never half of one. Used for every file a run or an export writes."""
+one, never half of one. Used for every file a run or an export writes.
+
+Also the naming of temporary directories that a killed process may leave behind: they
+carry ``host_tag()`` and the pid, and ``pid_alive`` tells whether their owner is gone."""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 
 
@@ -35,3 +40,20 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def host_tag() -> str:
+    """This host's name as it appears in temporary directory names ([A-Za-z0-9-])."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (a reused pid reads as alive, which
+    only delays the removal of what a dead process left)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

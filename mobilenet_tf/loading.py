@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import zipfile
 from typing import Sequence
 
 import numpy as np
@@ -197,9 +198,42 @@ def run_crop_fraction(record: rundir.RunRecord) -> float:
 
 
 def load_keras_model(path: str):
+    """The Keras model in ``path``; ValueError saying so (and what to do) when the file is
+    missing, truncated or corrupt (Keras itself calls a truncated file "File not found")."""
     import keras
 
-    return keras.models.load_model(path, compile=False)
+    if not os.path.isfile(path):
+        raise ValueError(f"Keras model {path} does not exist")
+    problem = _keras_archive_problem(path) if path.endswith(".keras") else None
+    if problem is None:
+        try:
+            return keras.models.load_model(path, compile=False)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"Keras model {path} is corrupt or truncated ({problem}); "
+                     f"{_keras_remedy(path)}") from None
+
+
+def _keras_archive_problem(path: str) -> str | None:
+    """Why ``path`` is not a complete .keras (zip) archive, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member, checks its CRC
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        return f"not a complete .keras zip archive: {e}"
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+def _keras_remedy(path: str) -> str:
+    name = os.path.basename(path)
+    others = {v: k for k, v in CHECKPOINTS.items()}
+    if name in others:
+        other = [f for f in CHECKPOINTS.values() if f != name][0]
+        return (f"use the run's other model {other} (checkpoint/--checkpoint="
+                f"{others[other]}), or re-create {name} from the run's training "
+                f"checkpoints ({os.path.dirname(os.path.abspath(path))}/checkpoints) by "
+                "re-running its training command with a larger --epochs")
+    return "re-save or re-export the model (the file was cut short or damaged)"
 
 
 def _labels_beside(path: str, n: int | None) -> list[str]:

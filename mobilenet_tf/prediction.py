@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from mobilenet_tf import loading
 from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from mobilenet_tf.data.labels import display_names
 from mobilenet_tf.data.specs import IMAGE_EXTENSIONS
 
@@ -44,8 +45,10 @@ def expand_inputs(inputs) -> list[str]:
     return paths
 
 
-def read_image(path: str) -> np.ndarray:
-    """Decoded uint8 HxWx3 RGB image; ValueError naming the file when it cannot be read."""
+def read_image(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decoded uint8 HxWx3 RGB image; ValueError naming the file when it cannot be read.
+    Images above ``max_pixels`` are decoded at reduced scale (baseline JPEG, with a
+    warning) or refused before decoding (``preprocessing.decode_image``)."""
     try:
         with open(path, "rb") as f:
             encoded = f.read()
@@ -54,9 +57,13 @@ def read_image(path: str) -> np.ndarray:
     if not encoded:
         raise ValueError(f"{path}: empty file")
     try:
-        return preprocessing.decode_image(tf.constant(encoded)).numpy()
+        return preprocessing.decode_image(tf.constant(encoded), max_pixels).numpy()
     except (tf.errors.OpError, ValueError) as e:
-        message = getattr(e, "message", str(e)).strip().splitlines()[0]
+        message = getattr(e, "message", str(e)).strip()
+        refused = re.search(r"image bomb refused[^'\"]*", message)
+        if refused:
+            raise ValueError(f"{path}: {refused.group(0)}") from None
+        message = message.splitlines()[0]
         message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message).strip()
         raise ValueError(f"{path}: not a readable JPEG/PNG/BMP/GIF image ({message})") from None
 

@@ -36,7 +36,8 @@ RECORD_VERSION = 2  # version 1: the untyped config.json before the record (read
 # example order, the optimizer state or the model (docs/training.md, "Resuming").
 RESUMABLE_CHANGES = ("epochs", "eval_every_epochs", "checkpoint_every_steps",
                      "keep_checkpoints", "steps_per_loop", "profile_steps", "log_images",
-                     "verbose", "strategy", "tpu_address", "jit_compile", "data_dir")
+                     "verbose", "strategy", "tpu_address", "jit_compile", "data_dir",
+                     "startup_timeout")
 
 
 @dataclasses.dataclass(frozen=True)

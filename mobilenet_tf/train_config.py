@@ -17,6 +17,7 @@ OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DEFAULT_STARTUP_TIMEOUT = 600.0  # seconds a multi-worker task waits for the others
 
 
 # The topics of ``--help``, in order (DataConfig's fields use "data" and "augmentation").
@@ -93,6 +94,10 @@ class TrainConfig:
     # Runtime.
     strategy: str = _field("auto", f"One of {list(STRATEGIES)}.", "runtime")
     tpu_address: str = _field("", "TPU name or grpc:// address for strategy=tpu.", "runtime")
+    startup_timeout: float = _field(DEFAULT_STARTUP_TIMEOUT, "multi_worker_mirrored: "
+                                    "seconds to wait for every task in TF_CONFIG to answer "
+                                    "at start-up; then exit naming the missing ones.",
+                                    "runtime")
     precision: str = _field("float32", f"Keras dtype policy: one of {list(PRECISIONS)}.", "runtime")
     jit_compile: bool = _field(False, "XLA-compile the train step (off: XLA made MobileNet "
                                "training ~10x slower on CPU here; try it on GPU/TPU).", "runtime")
@@ -140,6 +145,7 @@ class TrainConfig:
         need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1) (0: off)")
         need(self.strategy in STRATEGIES, "strategy",
              f"allowed values: {list(STRATEGIES)}")
+        need(self.startup_timeout > 0, "startup_timeout", "must be > 0 (seconds)")
         need(self.precision in PRECISIONS, "precision", f"allowed values: {list(PRECISIONS)}")
         need(self.steps_per_loop >= 1, "steps_per_loop", "must be >= 1")
         need(self.checkpoint_every_steps >= 1, "checkpoint_every_steps", "must be >= 1")

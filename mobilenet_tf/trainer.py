@@ -85,6 +85,10 @@ class Trainer(RunSetup):
             if lock:
                 lock.acquire()
             return self._run()
+        except TrainingDivergedError:
+            if self.chief:
+                tb.end_session(self.writers.logdir, "failure")
+            raise
         except (OSError, tf.errors.OpError) as err:
             if checkpointing.is_disk_full(err):
                 where = getattr(err, "filename", None) or self.files.workdir
@@ -109,8 +113,9 @@ class Trainer(RunSetup):
         self.evaluate_fn = (train_steps.make_eval_loop(self.strategy, self.model,
                                                        self.num_classes)
                             if self.eval_input is not None else None)
-        if self.config.log_images and self.chief and step < self.total_steps:
-            self._log_images(iterator, step)
+        if self.chief:
+            tb.write_model_graph(self.writers, self.model, self.config.resolution,
+                                 self.console.warn)
         self.profiler = tb.Profiler(self.writers, self.config.parsed_profile_steps())
         self.graph = tb.GraphTrace(self.writers)
         self.last_eval = None
@@ -123,6 +128,8 @@ class Trainer(RunSetup):
             if step and ended > int(self.evaluated_epoch.numpy()):
                 self._end_of_epoch(ended, None, None)
             while step < self.total_steps:
+                if self._images_due(step):
+                    self._log_images(iterator, step)
                 train_metrics, ips = self._train_epoch(iterator, step, stop)
                 step = int(self.global_step.numpy())
                 self._end_of_epoch(-(-step // self.spe), train_metrics, ips)
@@ -195,10 +202,7 @@ class Trainer(RunSetup):
             if len(self.timing) > 1:  # the first call traces the graph
                 seconds, images = seconds + dt, images + n * cfg.batch_size
             lr = self.task.learning_rate()
-            tb.scalars(self.writers.train, {"loss": mean["loss"], "top1": mean["top1"],
-                                            "top5": mean["top5"], "learning_rate": lr,
-                                            "images_per_second": n * cfg.batch_size / dt},
-                       step)
+            tb.train_scalars(self.writers, mean, lr, n * cfg.batch_size / dt, step / spe, step)
             self.console.progress(epoch + 1, step - epoch * spe, epoch_end - epoch * spe,
                                   {"loss": mean["loss"], "top1": mean["top1"], "lr": lr})
             if step % cfg.checkpoint_every_steps == 0 and step != epoch_end:
@@ -256,11 +260,15 @@ class Trainer(RunSetup):
             f"{self.config.learning_rate}), a warmup (--warmup_epochs) or "
             "--precision=float32.")
 
+    def _images_due(self, step):
+        return (self.config.log_images and self.chief and step % self.spe == 0
+                and step // self.spe in tb.image_epochs(self.num_epochs))
+
     def _log_images(self, iterator, step):
         images, labels = next(iterator)
         images = self.strategy.experimental_local_results(images)[0]
         labels = self.strategy.experimental_local_results(labels)[0]
-        tb.log_training_images(self.writers.train, images.numpy(), labels.numpy(),
+        tb.log_training_images(self.writers, images.numpy(), labels.numpy(),
                                self.class_names, step)
 
     # -------------------------------------------------------------- epoch ends
@@ -283,12 +291,9 @@ class Trainer(RunSetup):
         if self.evaluate_fn is not None and (epoch % self.config.eval_every_epochs == 0
                                              or step >= self.total_steps):
             ev = self.last_eval = self._run_eval()
-            self._log_epoch(self.writers.validation, ev, step)
             if self.chief:
-                tb.log_confusion_matrix(self.writers.validation, ev["confusion"],
-                                        self.class_names, step)
-        if train_metrics is not None:
-            self._log_epoch(self.writers.train, train_metrics, step)
+                tb.log_confusion_matrix(self.writers, ev["confusion"], self.class_names,
+                                        step)
         if ev is not None and ev["top1"] > float(self.best_top1.numpy()):
             self.best_top1.assign(ev["top1"])
             self.best_epoch.assign(epoch)
@@ -297,6 +302,8 @@ class Trainer(RunSetup):
             self._save_keras(self.files.best)  # no validation: the latest is the best
             self.best_epoch.assign(epoch)
         self.evaluated_epoch.assign(epoch)
+        tb.epoch_scalars(self.writers, epoch, step, train_metrics, ev,
+                         float(self.best_top1.numpy()))
         row = {"epoch": epoch, "step": step, "learning_rate": self.task.learning_rate(),
                "wall_seconds": self.clock[1] + time.time() - self.clock[0],
                "images_per_second": images_per_second}
@@ -309,10 +316,6 @@ class Trainer(RunSetup):
         self._save(step)
         self.write_metrics_csv()
         self.console.epoch_end(row)
-
-    @staticmethod
-    def _log_epoch(writer, metrics, step):
-        tb.scalars(writer, {f"epoch_{k}": metrics[k] for k in tb.METRICS}, step)
 
     # ----------------------------------------------------------------- outputs
     def _export_model(self) -> keras.Model:
@@ -368,6 +371,7 @@ class Trainer(RunSetup):
         if self.chief:
             with writing(files.summary):
                 rundir.write_summary(files.workdir, summary)
+            tb.end_session(self.writers.logdir, "success")
             examples = [e for inp in (self.train_input, self.eval_input) if inp is not None
                         for e in getattr(getattr(inp, "bad_images", None), "examples", [])]
             self.console.say(run_outputs.report_text(

@@ -23,12 +23,6 @@ from mobilenet_tf.run_errors import ResumeRefused, writing
 from mobilenet_tf.rundir import RunFiles
 from mobilenet_tf.train_config import TrainConfig, flags_text
 
-# TrainConfig options shown in TensorBoard's hparams dashboard.
-HPARAMS = ("alpha", "resolution", "variant", "depth_multiplier", "dropout", "epochs",
-           "batch_size", "optimizer", "learning_rate", "lr_schedule", "label_smoothing",
-           "weight_decay", "depthwise_weight_decay", "ema_decay", "dataset", "precision",
-           "seed")
-
 
 def build_inputs(config: TrainConfig):
     """The train and eval inputs from ``config.data`` (``mobilenet_tf.data.build_input``).
@@ -60,7 +54,8 @@ class RunSetup:
         self.files = RunFiles(workdir)
         self.history = []
         self.timing = []
-        self.strategy = distribute.make_strategy(config.strategy, config.tpu_address)
+        self.strategy = distribute.make_strategy(config.strategy, config.tpu_address,
+                                                 config.startup_timeout)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size} is not valid: it must be "
@@ -220,10 +215,10 @@ class RunSetup:
         with writing(self.files.flags):
             fileio.atomic_write_text(self.files.flags, flags_text(self.config))
         self.write_metrics_csv()
-        hparams = {k: v for k, v in self.config.flag_values().items() if k in HPARAMS}
-        hparams["num_replicas"] = self.strategy.num_replicas_in_sync
-        tb.write_hparams(self.writers, hparams,
-                         os.path.basename(os.path.abspath(self.files.workdir)))
+        tb.write_hparams(self.writers, self.config,
+                         os.path.basename(os.path.abspath(self.files.workdir)),
+                         has_validation=self.eval_input is not None,
+                         extra={"num_replicas": self.strategy.num_replicas_in_sync})
 
     def write_metrics_csv(self):
         """metrics.csv from the rows in the (restored or just saved) checkpoint."""

@@ -78,11 +78,11 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
     assert np.mean(probs.argmax(1) == evaluation.labels) == pytest.approx(summary["top1"])
 
     tags = _tags(os.path.join(workdir, "logs"))
-    for tag in ("loss", "top1", "top5", "learning_rate", "images_per_second",
-                "epoch_top1", "augmented_training_images", "confusion_matrix", "train_step",
-                "_hparams_/session_start_info"):
+    for tag in ("train/loss", "train/top1", "train/top5", "train/learning_rate",
+                "train/images_per_second", "val/top1", "train/augmented_images",
+                "val/confusion_matrix", "train_step", "_hparams_/session_start_info"):
         assert tag in tags, tag
-    assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
+    assert glob.glob(os.path.join(workdir, "logs", "events.*"))
     assert glob.glob(os.path.join(workdir, "logs", "plugins", "profile", "*", "*.xplane.pb"))
 
     # A completed run says so and does nothing.

@@ -4,6 +4,7 @@ Per image (stateless, driven by a per-element ``seed`` int64[2]):
 - :func:`random_resized_crop` -- Inception-style crop sampled with
   ``tf.image.stateless_sample_distorted_bounding_box``; for JPEG only the crop window is
   decoded (``tf.image.decode_and_crop_jpeg``), other formats are decoded then cropped;
+  images above the pixel limit are decoded at reduced scale (or refused) first;
 - :func:`random_flip`, :func:`color_jitter`;
 - :func:`randaugment_layer` -- ``keras.layers.RandAugment``.
 Per batch: :func:`batch_mixer` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mobilenet_tf.data.preprocessing import decode_image
+from mobilenet_tf.data.preprocessing import decode_above_limit, decode_image
 
 # A plain list, not a tf.constant: a TF op at import would start the eager context, after
 # which MultiWorkerMirroredStrategy can no longer be created ("Collective ops must be
@@ -37,10 +38,16 @@ def _crop_window(image_shape, seed, area_range, aspect_range):
 
 
 def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
-                        aspect_range=(3 / 4, 4 / 3), encoded=True):
+                        aspect_range=(3 / 4, 4 / 3), encoded=True, max_pixels: int = 0,
+                        on_refusal=None):
     """Random crop of ``area_range`` of the area and ``aspect_range`` width/height,
     resized (bilinear) to ``size``; ``data`` is encoded bytes (``encoded=True``) or a
-    uint8 HxWx3 image. Returns float32 [h, w, 3] in [0, 255]."""
+    uint8 HxWx3 image. Returns float32 [h, w, 3] in [0, 255].
+
+    Encoded images above ``max_pixels`` (> 0) are decoded at reduced scale or refused as
+    :func:`preprocessing.decode_image` does (``on_refusal`` as there). For a JPEG the size
+    that picks the crop window also makes that check: an image within the limit costs one
+    scalar comparison more than with no limit."""
     seed = _sub_seed(seed, 0)
     area_range = tuple(float(a) for a in area_range)
     aspect_range = tuple(float(a) for a in aspect_range)
@@ -51,12 +58,20 @@ def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
 
     if encoded:
         def jpeg():
-            begin, crop = _crop_window(tf.image.extract_jpeg_shape(data), seed, area_range,
-                                       aspect_range)
-            window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
-            return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+            shape = tf.image.extract_jpeg_shape(data)
 
-        image = tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_decoded(decode_image(data)))
+            def within_limit():
+                begin, crop = _crop_window(shape, seed, area_range, aspect_range)
+                window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
+                return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+            if not max_pixels:
+                return within_limit()
+            h, w = tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+            return tf.cond(h * w > max_pixels, lambda: crop_decoded(decode_above_limit(
+                data, h, w, max_pixels, on_refusal)), within_limit)
+
+        image = tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_decoded(
+            decode_image(data, max_pixels, on_refusal)))
     else:
         image = crop_decoded(data)
     image.set_shape([None, None, 3])

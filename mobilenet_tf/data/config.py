@@ -17,6 +17,9 @@ from mobilenet_tf.data.specs import (DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION,
 EVAL_CROP_FRACTION = 0.875  # the evaluation center crop (Inception/slim), in one place
 
 BAD_IMAGE_POLICIES = ("skip", "error")
+# Decoding bound (image bombs): larger images are decoded at reduced scale (baseline JPEG)
+# or refused before decoding; 50 megapixels decode to 150 MB of uint8 RGB.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def _field(default, help_text, group):
@@ -67,6 +70,11 @@ class DataConfig:
                                      "folders (no split folders): share of each class "
                                      "held out as split 'validation' (the rest is 'train'; "
                                      "'all' is both), in [0, 1).", "data")
+    max_image_pixels: int = _field(DEFAULT_MAX_IMAGE_PIXELS, "Images of more pixels (width "
+                                   "x height, read from the file header) are decoded at 1/2, "
+                                   "1/4 or 1/8 scale when they are baseline JPEGs, else "
+                                   "handled as bad images, refused before decoding (image "
+                                   "bombs); >= 1.", "data")
     label_offset: int = _field(0, "tfrecord: subtracted from image/class/label (1 for "
                                "ImageNet files with a background class 0).", "data")
     # The procedural "synthetic" task.
@@ -92,6 +100,10 @@ class DataConfig:
         if self.bad_images not in BAD_IMAGE_POLICIES:
             raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, "
                              f"got {self.bad_images!r}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"--max_image_pixels must be >= 1 (width x height above which "
+                             f"images are decoded at reduced scale or refused), got "
+                             f"{self.max_image_pixels}")
         if not 0 < self.min_area <= self.max_area <= 1:
             raise ValueError("--min_area/--max_area must satisfy 0 < min_area <= max_area <= 1,"
                              f" got {self.min_area}, {self.max_area}")

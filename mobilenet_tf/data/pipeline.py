@@ -12,6 +12,10 @@ dataset for ``strategy.distribute_datasets_from_function``:
   MixUp/CutMix, labels one-hot float32, full batches only;
 - eval: one pass in a fixed order, center crop, labels int32, last partial batch kept.
 
+Images above ``max_image_pixels`` (read from the header) are decoded at reduced scale
+(baseline JPEG) or refused before decoding (``decode_image``); refused ones are bad images
+whose reason is reported with their name.
+
 Bad images (corrupt, truncated, empty or non-image files) are dropped by
 ``ignore_errors`` after the decode map, and named by :class:`_BadRecordTracker`: records
 are numbered and their names filed in a hash table before decoding; the decode map keeps
@@ -55,8 +59,9 @@ class BadImages:
         with self._lock:
             return len(self._seen)
 
-    def record(self, name) -> None:
+    def record(self, name, reason="") -> None:
         name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
         with self._lock:
             if name in self._seen:
                 return
@@ -65,8 +70,8 @@ class BadImages:
             if n <= self.MAX_EXAMPLES:
                 self.examples.append(name)
         if n <= self.MAX_EXAMPLES:
-            logging.warning("skipping bad image %s (corrupt, truncated, empty or not an "
-                            "image; --bad_images=skip)%s", name,
+            logging.warning("skipping bad image %s (%s; --bad_images=skip)%s", name,
+                            reason or "corrupt, truncated, empty or not an image",
                             "; further bad images are only counted"
                             if n == self.MAX_EXAMPLES else "")
 
@@ -108,12 +113,20 @@ class _BadRecordTracker:
     (``"skip"``: a ``tf.py_function``, run only when something was dropped) or fails
     naming them (``"error"``). A finite stream ends with an empty marker batch, which
     reports the records dropped after the last good one. Per element this costs one
-    table insert; the decoding itself runs as a plain parallel map.
+    table insert; the decoding itself runs as a plain parallel map. Images refused for
+    their size file the reason in ``reasons`` (``refusal_noter``) before failing.
     """
 
     def __init__(self, policy: str, bad: BadImages):
         self.policy, self.bad = policy, bad
         self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+        # Why a record was refused before decoding (image bombs); "" for decode errors.
+        self.reasons = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+
+    def refusal_noter(self, seq):
+        """``on_refusal`` for ``decode_image`` on record ``seq``: files the reason, in the
+        refusal branch only (before its error), so images within the limit pay nothing."""
+        return lambda reason: self.reasons.insert(seq[None], reason[None])
 
     def register(self, records, seeds):
         """(data, label, name) records and seeds -> (data, label, seed, seq), one map."""
@@ -127,7 +140,7 @@ class _BadRecordTracker:
 
     def account(self, ds, finite: bool, image_spec):
         """Batches (images, labels, seqs) -> (images, labels), bad records accounted."""
-        table, policy, bad = self.table, self.policy, self.bad
+        table, reasons, policy, bad = self.table, self.reasons, self.policy, self.bad
         if finite:
             end = (tf.zeros([0] + [d or 0 for d in image_spec.shape[1:]], image_spec.dtype),
                    tf.zeros([0], tf.int32), tf.constant([-1], tf.int64))
@@ -149,29 +162,33 @@ class _BadRecordTracker:
 
             missing = tf.cond(is_end, at_end, in_stream)
             names = table.lookup(missing)
+            why = reasons.lookup(missing)
             settled = tf.cond(is_end, lambda: missing,
                               lambda: tf.range(last + 1, tf.reduce_max(seqs) + 1,
                                                dtype=tf.int64))
-            with tf.control_dependencies([names]):
-                removed = table.remove(settled)
+            with tf.control_dependencies([names, why]):
+                removed = tf.group(table.remove(settled), reasons.remove(settled))
             with tf.control_dependencies([removed]):
                 new_last = tf.cond(is_end, lambda: last,
                                    lambda: tf.reduce_max(seqs))
                 if policy == "error":
+                    shown = tf.strings.join([names, tf.where(
+                        tf.strings.length(why) > 0, tf.strings.join([" (", why, ")"]), "")])
                     check = tf.debugging.Assert(tf.equal(tf.size(names), 0), [
-                        "could not decode image (corrupt, truncated, empty or not an image; "
-                        "pass --bad_images=skip to skip such files):", names], summarize=10)
+                        "could not decode image (corrupt, truncated, empty or not an image, "
+                        "or above --max_image_pixels; pass --bad_images=skip to skip such "
+                        "files):", shown], summarize=10)
                     with tf.control_dependencies([check]):
                         new_last = tf.identity(new_last)
                 else:
-                    def _record(found):
-                        for nm in found.numpy():
-                            bad.record(nm)
+                    def _record(found, found_why):
+                        for nm, reason in zip(found.numpy(), found_why.numpy()):
+                            bad.record(nm, reason)
                         return False
 
                     logged = tf.cond(
                         tf.size(names) > 0,
-                        lambda: tf.reshape(tf.py_function(_record, [names], tf.bool), []),
+                        lambda: tf.reshape(tf.py_function(_record, [names, why], tf.bool), []),
                         lambda: tf.constant(False))
                     with tf.control_dependencies([logged]):
                         new_last = tf.identity(new_last)
@@ -185,9 +202,11 @@ class _BadRecordTracker:
 
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
                     bad: BadImages, encoded: bool):
-    """(data, label, name) records -> batches (images, labels), with ``fn(data, seed)``
-    (seeds from ``seeds``) in a parallel map. Encoded records may fail to decode: those
-    are skipped/reported through a :class:`_BadRecordTracker`."""
+    """(data, label, name) records -> batches (images, labels), with ``fn(data, seed,
+    on_refusal)`` (seeds from ``seeds``) in a parallel map. Encoded records may fail to
+    decode: those are skipped/reported through a :class:`_BadRecordTracker`, with the
+    reason that ``fn`` gave ``on_refusal`` when it refused one for its size
+    (``decode_image``)."""
     if not encoded:
         ds = tf.data.Dataset.zip((records, seeds)).map(
             lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
@@ -195,8 +214,10 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
         return ds.batch(batch, drop_remainder=drop_remainder)
     tracker = _BadRecordTracker(policy, bad)
     ds = tracker.register(records, seeds)
-    ds = ds.map(lambda d, y, s, q: (fn(d, s), y, q), num_parallel_calls=AUTOTUNE,
-                deterministic=True).ignore_errors()
+
+    def decode(d, y, s, q):
+        return fn(d, s, tracker.refusal_noter(q)), y, q
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
 
@@ -210,10 +231,12 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     batching copies 4x fewer bytes than float32, and normalization runs per batch."""
     randaugment = augment.randaugment_layer(seed=cfg.seed) if cfg.randaugment else None
 
-    def fn(data, seed):
+    def fn(data, seed, on_refusal=None):
+        # Encoded images above max_image_pixels are decoded at reduced scale (or refused).
         image = augment.random_resized_crop(
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
-            (cfg.min_aspect, cfg.max_aspect), encoded=encoded)
+            (cfg.min_aspect, cfg.max_aspect), encoded=encoded,
+            max_pixels=cfg.max_image_pixels, on_refusal=on_refusal)
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
@@ -225,8 +248,8 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
 
 
 def _eval_image_fn(cfg: DataConfig, encoded: bool):
-    def fn(data, seed):
-        image = decode_image(data) if encoded else data
+    def fn(data, seed, on_refusal=None):
+        image = decode_image(data, cfg.max_image_pixels, on_refusal) if encoded else data
         return center_crop_and_resize(image, cfg.image_size, cfg.crop_fraction)
     return fn
 
@@ -300,7 +323,8 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     source = make_source(cfg, split, class_names)
     # Batches of one: images keep their own sizes.
     ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(),
-                         lambda d, s: decode_image(d) if source.encoded else d, 1,
+                         lambda d, s, note=None: (decode_image(d, cfg.max_image_pixels, note)
+                                                  if source.encoded else d), 1,
                          drop_remainder=False, policy=cfg.bad_images, bad=BadImages(),
                          encoded=source.encoded).unbatch()
     for image, label in ds.take(int(limit)).as_numpy_iterator():

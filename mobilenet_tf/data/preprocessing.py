@@ -7,6 +7,8 @@ pixels to [-1, 1], as the published MobileNet weights expect.
 
 from __future__ import annotations
 
+import sys
+
 import tensorflow as tf
 
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION  # noqa: F401  (re-exported)
@@ -20,17 +22,155 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - MEAN) / STD
 
 
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None) -> tf.Tensor:
     """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 RGB HxWx3.
 
     Grayscale, RGBA and CMYK (JPEG) become RGB; GIFs give their first frame; 8-bit
     palette BMPs (which ``tf.io.decode_image`` returns as raw palette indices) are mapped
-    through their colour table."""
+    through their colour table.
+
+    ``max_pixels`` > 0 bounds the memory of decoding (image bombs): the size is read from
+    the header first (:func:`header_shape`), and an image of more pixels goes to
+    :func:`decode_above_limit`: decoded at reduced scale if it is a baseline JPEG,
+    otherwise refused before decoding (InvalidArgumentError saying why, after
+    ``on_refusal(why)``; the data pipeline files the reason there and skips or reports the
+    image by its bad image policy)."""
     encoded = tf.convert_to_tensor(encoded, tf.string)
+    if not max_pixels:
+        return _decode_any(encoded)
+    shape = header_shape(encoded)
+    h, w = shape[0], shape[1]
+    # The common case takes one branch and decodes as without a limit.
+    image = tf.cond(h * w > max_pixels,
+                    lambda: decode_above_limit(encoded, h, w, max_pixels, on_refusal),
+                    lambda: _decode_any(encoded))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_above_limit(encoded, h, w, max_pixels: int, on_refusal=None) -> tf.Tensor:
+    """The rare branch of :func:`decode_image`, for an image whose header says ``h`` x
+    ``w`` (int64) > ``max_pixels``: a baseline JPEG is decoded at the smallest reduced
+    scale (1/2, 1/4, 1/8; libjpeg scales while decoding) that fits, with a warning; any
+    other image is refused before decoding: ``on_refusal(why)`` (a callable returning an
+    op, e.g. filing the reason in a table; optional) runs, then InvalidArgumentError(why).
+    The JPEG markers are walked only here."""
+    h, w = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
+    baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded),
+                                   tf.equal(jpeg_is_progressive(encoded), 0))
+    fits = [(-(-h // r)) * (-(-w // r)) <= max_pixels for r in JPEG_SCALES[1:]]
+    reducible = [tf.logical_and(f, baseline_jpeg) for f in fits]
+    plan = tf.where(reducible[0], 0, tf.where(reducible[1], 1, tf.where(
+        reducible[2], 2, len(JPEG_SCALES) - 1)))
+    branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels)
+                for r in JPEG_SCALES[1:]]
+    branches.append(lambda: _refuse(encoded, h, w, max_pixels, on_refusal))
+    image = tf.switch_case(plan, branches)
+    image.set_shape([None, None, 3])
+    return image
+
+
+JPEG_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes to (ratio 1/r)
+
+
+def _decode_any(encoded):
     image = tf.cond(_is_palette_bmp(encoded), lambda: _decode_palette_bmp(encoded),
                     lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
+
+
+def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
+    with tf.control_dependencies([tf.print(tf.strings.format(
+            "WARNING: a {}x{} JPEG ({} pixels) is above max_image_pixels={}: decoded at "
+            "1/{} scale", (w, h, h * w, max_pixels, ratio)), output_stream=sys.stderr)]):
+        return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+
+
+def _refusal_message(encoded, h, w, max_pixels):
+    why = tf.gather(tf.constant([
+        "only baseline JPEGs can be decoded at reduced scale",
+        "a progressive JPEG is buffered whole by the decoder even at reduced scale",
+        "even its 1/8-scale JPEG decode is above the limit"]),
+        tf.where(tf.io.is_jpeg(encoded),
+                 tf.where(jpeg_is_progressive(encoded) > 0, 1, 2), 0))
+    return tf.strings.join([tf.strings.format(
+        "image bomb refused before decoding: {}x{} pixels ({} pixels) is above "
+        "max_image_pixels={} and ", (w, h, h * w, max_pixels)), why,
+        " (raise --max_image_pixels to accept it)"])
+
+
+def _refuse(encoded, h, w, max_pixels, on_refusal):
+    message = _refusal_message(encoded, h, w, max_pixels)
+    with tf.control_dependencies([on_refusal(message)] if on_refusal else []):
+        check = tf.debugging.Assert(False, [message])
+    with tf.control_dependencies([check]):
+        return tf.zeros([0, 0, 3], tf.uint8)
+
+
+def header_shape(encoded: tf.Tensor) -> tf.Tensor:
+    """int64 [height, width] read from the header of encoded JPEG, PNG, GIF (logical
+    screen) or BMP bytes, without decoding; [0, 0] for other bytes (which then fail to
+    decode)."""
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    # The first 26 bytes (zero padded), read arithmetically: no branch but the JPEG one.
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, 26) + b"\0" * 26, tf.uint8)
+    head = tf.cast(head[:26], tf.int64)
+
+    def number(pos, length, big_endian=False):
+        weights = [256 ** k for k in range(length)]
+        return tf.reduce_sum(head[pos:pos + length] * tf.constant(
+            weights[::-1] if big_endian else weights, tf.int64))
+
+    def magic(prefix):
+        return tf.reduce_all(tf.equal(head[:len(prefix)], list(prefix)))
+
+    bmp_height = number(22, 4)
+    candidates = tf.stack([
+        tf.stack([number(20, 4, True), number(16, 4, True)]),  # PNG IHDR
+        tf.stack([number(8, 2), number(6, 2)]),  # GIF logical screen
+        tf.stack([tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height),
+                  number(18, 4)]),  # BMP (negative height: top-down rows)
+        tf.zeros([2], tf.int64)])
+    kind = tf.where(magic(b"\x89PNG\r\n\x1a\n"), 0, tf.where(magic(b"GIF8"), 1, tf.where(
+        magic(b"BM"), 2, 3)))
+    return tf.cond(tf.io.is_jpeg(encoded),
+                   lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64),
+                   lambda: tf.gather(candidates, kind))
+
+
+def _be_uint(encoded, pos):
+    """Big-endian unsigned 32-bit int at ``pos``."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 4), tf.uint8), tf.int64)
+    return tf.reduce_sum(raw * tf.constant([16777216, 65536, 256, 1], tf.int64))
+
+
+def jpeg_is_progressive(encoded):
+    """int64 1 when the first frame marker (SOFn) of the JPEG says progressive, else 0: walks
+    the marker segments (each gives its length) from the start of the file."""
+    n = tf.strings.length(encoded, unit="BYTE")
+
+    def byte(pos):
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 1), tf.uint8)[0],
+                       tf.int32)
+
+    def is_frame(marker):  # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC)
+        return tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF), tf.logical_and(
+            tf.not_equal(marker, 0xC4), tf.logical_and(tf.not_equal(marker, 0xC8),
+                                                       tf.not_equal(marker, 0xCC))))
+
+    def cond(pos, marker):
+        return tf.logical_and(pos + 4 <= n, tf.logical_not(is_frame(marker)))
+
+    def body(pos, marker):
+        marker = byte(pos + 1)
+        length = byte(pos + 2) * 256 + byte(pos + 3)
+        return tf.where(is_frame(marker), pos, pos + 2 + length), marker
+
+    _, marker = tf.while_loop(cond, body, (tf.constant(2), tf.constant(0)),
+                              maximum_iterations=1000)
+    progressive = tf.reduce_any(tf.equal(marker, [0xC2, 0xC6, 0xCA, 0xCE]))
+    return tf.cast(progressive, tf.int64)
 
 
 def _le_uint(encoded, pos, length):
