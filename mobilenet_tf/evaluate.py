@@ -1,6 +1,6 @@
 """Evaluate a run directory, .keras file, SavedModel or .tflite on a dataset.
 
-    python -m mobilenet_tf.evaluate --model=PATH --dataset=SPEC [--split=validation] [--json]
+    python -m mobilenet_tf.evaluate --model=PATH --dataset=SPEC [--split=SPLIT] [--json]
 
 Reports top-1, top-5, loss (mean cross-entropy of the probabilities), the number of
 images and per-class top-1; --json prints one JSON object with those keys.
@@ -23,8 +23,10 @@ _CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best", sorte
                          "top-1) or final (the last, EMA, weights).")
 _DATASET = cli.define("data", flags.DEFINE_string, "dataset", None,
                       f"The data to evaluate on: {DATASET_FORMS}.", required=True)
-_SPLIT = cli.define("data", flags.DEFINE_string, "split", "validation",
-                    "Split, e.g. 'validation' or 'train[90%:]' (per-class percent slices).")
+_SPLIT = cli.define("data", flags.DEFINE_string, "split", None,
+                    "Split, e.g. 'validation' or 'train[90%:]' (per-class percent slices); "
+                    "default: 'all' for a folder of class folders (every image), else "
+                    "'validation'.")
 _DATA_DIR = cli.define("data", flags.DEFINE_string, "data_dir", None,
                        "tfds data_dir (default: tfds' own).")
 _MAX_IMAGES = cli.define("data", flags.DEFINE_integer, "max_images", None,
@@ -43,10 +45,11 @@ def main(argv):
                              "--flags")
     cli.check_model_path(_MODEL.value)
     cli.check_dataset(_DATASET.value)
-    try:
-        parse_split(_SPLIT.value, _DATASET.value)
-    except ValueError as err:
-        raise cli.UsageError(f"--split: {err}") from None
+    if _SPLIT.value is not None:
+        try:
+            parse_split(_SPLIT.value, _DATASET.value)
+        except ValueError as err:
+            raise cli.UsageError(f"--split: {err}") from None
     if _MAX_IMAGES.value is not None and _MAX_IMAGES.value < 1:
         raise cli.UsageError(f"--max_images={_MAX_IMAGES.value} must be >= 1")
     if _CROP.value is not None and not 0 < _CROP.value <= 1:

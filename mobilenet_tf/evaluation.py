@@ -19,7 +19,7 @@ LOSS_EPSILON = 1e-7
 class EvalConfig:
     model: str  # run dir, .keras, SavedModel dir or .tflite
     dataset: str  # DataConfig.dataset spec
-    split: str = "validation"
+    split: str | None = None  # None: data.folders.default_eval_split(dataset)
     data_dir: str | None = None
     checkpoint: str = "best"  # for run directories: best | final
     max_images: int | None = None  # None: the whole split
@@ -97,6 +97,10 @@ def evaluate_classifier(classifier: loading.Classifier, pairs,
 def evaluate(config: EvalConfig) -> EvalResult:
     """Loads ``config.model`` and evaluates it on ``config.dataset``/``config.split``
     (all of it, streamed, or ``max_images`` spread over the classes)."""
+    if config.split is None:
+        from mobilenet_tf.data.folders import default_eval_split
+
+        config = dataclasses.replace(config, split=default_eval_split(config.dataset))
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
                                          crop_fraction=config.crop_fraction)
     # A run directory's other data settings (synthetic_*, label_offset, bad_images, ...)

@@ -261,10 +261,20 @@ def resume_differences(recorded: RunRecord, current: RunRecord) -> list[str]:
     for key in sorted(set(old_data) | set(new_data)):
         if key not in RESUMABLE_CHANGES:
             compare(f"--{key}", old_data.get(key), new_data.get(key))
+    defaults = _option_defaults()
     for key in sorted(set(recorded.options) | set(current.options)):
-        if key not in RESUMABLE_CHANGES:
-            compare(f"--{key}", recorded.options.get(key), current.options.get(key))
+        if key not in RESUMABLE_CHANGES:  # an option newer than the run had its default
+            compare(f"--{key}", recorded.options.get(key, defaults.get(key)),
+                    current.options.get(key))
     return diffs
+
+
+def _option_defaults() -> dict:
+    """{option: default} of TrainConfig, for records written before an option existed."""
+    from mobilenet_tf.train_config import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
 
 
 def _jsonable(value: Any):

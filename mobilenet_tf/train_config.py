@@ -50,16 +50,27 @@ class TrainConfig:
     initial_weights: str = _field("", "Start from these weights: a .keras/.weights.h5/.h5 "
                                   "file or 'imagenet'; layers whose shapes differ (e.g. the "
                                   "classifier for another class count) keep their init.", "model")
+    freeze_bn: bool = _field(False, "Keep every batch-norm layer in inference mode with "
+                             "fixed gamma/beta throughout (fine-tuning small datasets; "
+                             "BN-folded pretrained weights need it). Needs "
+                             "--initial_weights.", "model")
     # Schedule of the run.
     epochs: float = _field(1, "Number of epochs to train (> 0; may be fractional).", "schedule")
     batch_size: int = _field(64, "Global batch size (over all replicas and workers).", "schedule")
     steps_per_epoch: int = _field(0, "Steps per epoch; 0: train examples // batch_size.",
                                   "schedule")
+    freeze_backbone_epochs: float = _field(0.0, "Fine-tuning: train only the classifier "
+                                           "for this many epochs (backbone frozen, its "
+                                           "batch norm in inference mode), then the whole "
+                                           "network. Needs --initial_weights.", "schedule")
     eval_every_epochs: int = _field(1, "Evaluate every N epochs (and after the last).", "schedule")
     # Optimization.
     optimizer: str = _field("rmsprop", f"One of {list(OPTIMIZERS)}.", "optimization")
     learning_rate: float = _field(0.045, "Peak learning rate at `lr_reference_batch_size`.",
                                   "optimization")
+    backbone_lr_scale: float = _field(1.0, "Fine-tuning: the backbone (every layer but the "
+                                      "classifier) learns at this times the learning rate "
+                                      "(its own optimizer), in (0, 1].", "optimization")
     lr_reference_batch_size: int = _field(0, "Batch size `learning_rate` is meant for; the "
                                           "rate is scaled linearly by batch_size / this "
                                           "(0: no scaling).", "optimization")
@@ -145,9 +156,19 @@ class TrainConfig:
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         need(self.verbose in (0, 1, 2), "verbose", "allowed values: 0, 1, 2")
         self.parsed_profile_steps()
+        self._validate_finetuning(need)
         if self.initial_weights and self.initial_weights != "imagenet":
             need(os.path.exists(self.initial_weights), "initial_weights",
                  "no such file; use a .keras, .weights.h5 or .h5 file, or 'imagenet'")
+
+    def _validate_finetuning(self, need):
+        need(0 <= self.freeze_backbone_epochs <= self.epochs, "freeze_backbone_epochs",
+             f"must be in [0, --epochs={self.epochs:g}] (equal: train the classifier only)")
+        need(0 < self.backbone_lr_scale <= 1, "backbone_lr_scale", "must be in (0, 1]")
+        for flag, on in (("freeze_backbone_epochs", self.freeze_backbone_epochs > 0),
+                         ("freeze_bn", self.freeze_bn)):
+            need(not on or self.initial_weights, flag,
+                 "needs --initial_weights (a pretrained network to fine-tune)")
 
     def parsed_profile_steps(self):
         if not self.profile_steps:

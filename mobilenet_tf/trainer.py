@@ -25,7 +25,7 @@ import time
 import keras
 import tensorflow as tf
 
-from mobilenet_tf import checkpointing, rundir, run_outputs, train_steps
+from mobilenet_tf import checkpointing, finetune, rundir, run_outputs, train_steps
 from mobilenet_tf import tensorboard_logging as tb
 from mobilenet_tf import train_task
 from mobilenet_tf.profiler import profile_model
@@ -147,22 +147,37 @@ class Trainer(RunSetup):
 
     # ----------------------------------------------------------------- training
     def phase_for_step(self, step: int):
-        """The training phase at optimizer step ``step`` (a hashable; one phase today).
-        The loop rebuilds its compiled train function when the phase of an epoch's first
-        step differs from the last one's (fine-tuning: frozen backbone, then all)."""
-        return None
+        """The training phase at optimizer step ``step``: None (one phase), or with the
+        fine-tuning flags ``finetune.HEAD``/``finetune.WHOLE``. The loop rebuilds its
+        compiled train function when the phase changes, and no loop call crosses a
+        phase boundary (``phase_boundaries``)."""
+        if not train_task.fine_tuning(self.config):
+            return None
+        return finetune.phase_at(step, self.phase_boundaries()[0])
+
+    def phase_boundaries(self) -> list:
+        """The steps at which a new phase starts."""
+        if not train_task.fine_tuning(self.config):
+            return []
+        return [finetune.head_steps(self.config.freeze_backbone_epochs, self.spe)]
 
     def _train_function(self, step: int):
         phase = self.phase_for_step(step)
         if getattr(self, "_compiled", None) is None or self._compiled[0] != phase:
-            task = self.task
+            task, cfg = self.task, self.config
+            if phase is not None:  # trainability is read when the step is traced
+                finetune.set_phase(task.model, phase, cfg.freeze_bn)
+                if phase == finetune.WHOLE and cfg.freeze_backbone_epochs:
+                    self.console.say(finetune.switch_message(
+                        step // self.spe + 1, cfg.backbone_lr_scale, cfg.freeze_bn))
+            updates, objective = task.updates, task.phase_objective()
 
             def replica_step(images, labels):
-                return train_steps.train_step(task.model, task.updates, task.objective,
+                return train_steps.train_step(task.model, updates, objective,
                                               images, labels)
 
             step_fn = (tf.function(replica_step, jit_compile=True)
-                       if self.config.jit_compile else replica_step)
+                       if cfg.jit_compile else replica_step)
             self._compiled = (phase, train_steps.make_train_loop(
                 self.strategy, step_fn, self.global_step, task.ema))
         return self._compiled[1]
@@ -172,10 +187,10 @@ class Trainer(RunSetup):
         cfg, spe = self.config, self.spe
         epoch = step // spe  # 0-based
         epoch_end = min((epoch + 1) * spe, self.total_steps)
-        train_loop = self._train_function(step)
         totals = dict.fromkeys(train_steps.METRICS, 0.0)
         seconds, images = 0.0, 0
         while step < epoch_end:
+            train_loop = self._train_function(step)  # a new phase: a new function
             n = self._steps_in_call(step, epoch_end)
             out, dt = self._call(train_loop, iterator, step, n)
             step += n
@@ -201,7 +216,7 @@ class Trainer(RunSetup):
         cfg = self.config
         n = min(cfg.steps_per_loop, epoch_end - step,
                 cfg.checkpoint_every_steps - step % cfg.checkpoint_every_steps)
-        for b in self.profiler.boundaries():
+        for b in [*self.profiler.boundaries(), *self.phase_boundaries()]:
             if step < b < step + n:
                 n = b - step
         return n

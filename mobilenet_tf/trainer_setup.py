@@ -171,6 +171,8 @@ class RunSetup:
                      wall_seconds=self.wall_seconds, history=self.metrics_history.variable)
         if self.task.ema is not None:
             items["ema"] = self.task.ema
+        if self.task.backbone_optimizer is not None:
+            items["backbone_optimizer"] = self.task.backbone_optimizer
         self.store = checkpointing.CheckpointStore(
             tf.train.Checkpoint(**items), self.files.checkpoints, write_dir,
             cfg.keep_checkpoints, self.chief, self.console.warn)
@@ -182,8 +184,23 @@ class RunSetup:
                              f"{step // self.spe + 1}).")
             self.record.weights = recorded.weights
         else:
-            self.record.weights.loaded_layers = list(self.task.loaded_layers)
+            self._record_initial_weights(self.task.weights_report)
         self._write_run_files()
+
+    def _record_initial_weights(self, report):
+        """Prints what --initial_weights loaded and records where it came from."""
+        if report is None:
+            return
+        self.console.say(report.summary())
+        if report.backbone_not_loaded:
+            self.console.warn(
+                f"--initial_weights={self.config.initial_weights}: "
+                f"{len(report.backbone_not_loaded)} layers besides the classifier keep "
+                f"their random init ({', '.join(report.backbone_not_loaded[:5])}"
+                + (", ..." if len(report.backbone_not_loaded) > 5 else "")
+                + "); check --alpha/--variant/--depth_multiplier against the weights")
+        self.record.weights.loaded_layers = list(report.loaded)
+        self.record.weights.source = report.provenance()
 
     def _write_run_files(self):
         self.writers = tb.Writers(self.files.workdir, self.chief)

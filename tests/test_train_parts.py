@@ -114,6 +114,10 @@ def test_resume_differences_allow_only_the_documented_changes():
     moved.data.num_train_examples = 90
     assert rundir.resume_differences(_record(), moved) == [
         "number of training examples: 100 (recorded) -> 90 (now)"]
+    # An option added after the run was recorded counts as its default then.
+    assert rundir.resume_differences(_record(), _record(freeze_bn=False)) == []
+    assert rundir.resume_differences(_record(), _record(freeze_bn=True)) == [
+        "--freeze_bn: False (recorded) -> True (now)"]
 
 
 ROW = {"epoch": 1, "step": 10, "train_loss": 0.5, "train_top1": 0.8, "train_top5": 1.0,
