@@ -27,13 +27,19 @@ from mobilenet_tf import trainer
 from mobilenet_tf.benchmarks import measure
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("precisions", list(trainer.PRECISIONS), "Keras dtype policies.")
-flags.DEFINE_list("xla", ["off", "on"], "XLA settings: off, on.")
-flags.DEFINE_string("settings", "224:128", "RESOLUTION:BATCH pairs, comma-separated.")
-flags.DEFINE_float("alpha", 1.0, "Width multiplier.")
-flags.DEFINE_integer("steps", 50, "Timed steps per measurement (after 10 warm-up steps).")
-flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median reported).")
-flags.DEFINE_bool("keras", True, "Also measure keras.applications.MobileNet + fit.")
+
+
+def define_flags():
+    """The command line's flags, defined only when it runs (importing this module for
+    its functions, as the tests do, must not define flags that clash with others)."""
+    flags.DEFINE_list("precisions", list(trainer.PRECISIONS), "Keras dtype policies.")
+    flags.DEFINE_list("xla", ["off", "on"], "XLA settings: off, on.")
+    flags.DEFINE_string("settings", "224:128", "RESOLUTION:BATCH pairs, comma-separated.")
+    flags.DEFINE_float("alpha", 1.0, "Width multiplier.")
+    flags.DEFINE_integer("steps", 50, "Timed steps per measurement (after 10 warm-up steps).")
+    flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median reported).")
+    flags.DEFINE_bool("keras", True, "Also measure keras.applications.MobileNet + fit.")
+
 
 XLA_VALUES = {"off": False, "on": True}
 
@@ -94,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

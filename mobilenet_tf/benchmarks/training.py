@@ -39,19 +39,24 @@ from mobilenet_tf import data
 from mobilenet_tf.benchmarks import imagenette, measure
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("settings", "128:64,224:32", "RESOLUTION:BATCH pairs, comma-separated.")
-flags.DEFINE_float("alpha", 1.0, "Width multiplier (the timm side needs 1.0).")
-flags.DEFINE_integer("steps", 30, "Timed steps per measurement (after 10 warm-up steps).")
-flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median reported).")
-flags.DEFINE_string("timm_python", "", "Python with torch + timm for the timm side; "
-                    f"default ${measure.TIMM_PYTHON_ENV}, else this interpreter.")
-flags.DEFINE_bool("timm", True, "Measure timm's mobilenetv1_100 (PyTorch).")
-flags.DEFINE_integer("timm_steps", 0, "Timed steps of the timm side (after 3 warm-up "
-                     "steps; it needs no tracing); 0: --steps.")
-flags.DEFINE_bool("jpeg", False, "Also measure ours end to end from JPEG files.")
-flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for --jpeg; default: "
-                    "Imagenette from ../shared, else generated JPEGs.")
-flags.DEFINE_integer("jpeg_images", 2000, "JPEG images used end to end (at most).")
+
+
+def define_flags():
+    """The command line's flags, defined only when it runs (importing this module for
+    its functions, as the tests do, must not define flags that clash with others)."""
+    flags.DEFINE_string("settings", "128:64,224:32", "RESOLUTION:BATCH pairs, comma-separated.")
+    flags.DEFINE_float("alpha", 1.0, "Width multiplier (the timm side needs 1.0).")
+    flags.DEFINE_integer("steps", 30, "Timed steps per measurement (after 10 warm-up steps).")
+    flags.DEFINE_integer("repeats", 3, "Alternating measurements per side (median reported).")
+    flags.DEFINE_string("timm_python", "", "Python with torch + timm for the timm side; "
+                        f"default ${measure.TIMM_PYTHON_ENV}, else this interpreter.")
+    flags.DEFINE_bool("timm", True, "Measure timm's mobilenetv1_100 (PyTorch).")
+    flags.DEFINE_integer("timm_steps", 0, "Timed steps of the timm side (after 3 warm-up "
+                         "steps; it needs no tracing); 0: --steps.")
+    flags.DEFINE_bool("jpeg", False, "Also measure ours end to end from JPEG files.")
+    flags.DEFINE_string("jpeg_dir", "", "Folder with train/<class>/*.jpg for --jpeg; default: "
+                        "Imagenette from ../shared, else generated JPEGs.")
+    flags.DEFINE_integer("jpeg_images", 2000, "JPEG images used end to end (at most).")
 
 
 def _jpeg_dataset(tmp):
@@ -142,4 +147,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
