@@ -76,8 +76,11 @@ def _load_normalized(folder: str):
 
 
 # The run the evaluate/export/predict tests read: written by the trainer itself.
+# (learning rate 1e-2: 96-100% validation top-1 and confident predictions over seeds 0-2
+# and both batch-norm paths; 3e-3 ended at 79-83%, too close to the tests' 80% floor and
+# too unsure for the MediaPipe comparison's 0.05 tolerance.)
 RUN_CONFIG = dict(alpha=0.25, resolution=IMAGE_SIZE, batch_size=30, epochs=12, dropout=0.0,
-                  optimizer="adamw", learning_rate=3e-3, lr_schedule="cosine",
+                  optimizer="adamw", learning_rate=1e-2, lr_schedule="cosine",
                   bn_momentum=0.9, label_smoothing=0.0, weight_decay=0.0,
                   eval_split="validation", eval_every_epochs=4, log_images=False, verbose=0)
 
