@@ -27,7 +27,7 @@ def test_learns_real_images_well_above_chance(imagenette_subset, tmp_path):
     workdir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mobilenet_tf.train", f"--dataset=folder:{imagenette_subset}",
            "--train_split=train[:80%]", "--eval_split=train[80%:]", "--alpha=0.25",
-           "--resolution=64", "--epochs=15", "--batch_size=32", "--optimizer=rmsprop",
+           "--resolution=64", "--epochs=25", "--batch_size=32", "--optimizer=rmsprop",
            "--learning_rate=0.02", "--lr_schedule=cosine", "--bn_momentum=0.9",
            "--ema_decay=0.98", "--min_area=0.25", "--verbose=2", f"--workdir={workdir}"]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -38,5 +38,6 @@ def test_learns_real_images_well_above_chance(imagenette_subset, tmp_path):
         summary = json.load(f)
     assert summary["eval_examples"] == 4 * PER_CLASS // 5
     # Chance is 25%; with 160 validation images its standard deviation is 3.4 points, so
-    # 37.5% is > 3.5 sigma above chance. Measured here: 45-50% after 15 epochs (~35 s).
+    # 37.5% is > 3.5 sigma above chance. Measured: 51-58% after 25 epochs; 15 epochs gave
+    # 35-50% between runs (multi-threaded training is not bit-reproducible), too near it.
     assert summary["top1"] >= 0.375, summary
