@@ -120,13 +120,23 @@ class TFLiteClassifier(Classifier):
 
     def quantize_input(self, image: np.ndarray) -> np.ndarray:
         """Normalized float32 [h, w, 3] -> the input tensor's dtype (quantized with the
-        tensor's own scale / zero point for integer inputs)."""
+        tensor's own scale / zero point for integer inputs).
+
+        A uint8 input whose quantization maps pixels to the normalized range (scale
+        1/STD, zero point within half a level of MEAN: what the exporter writes) gets
+        the plain rounded pixel values, as MediaPipe and the Android app feed it.
+        Quantizing with the integer zero point instead (127 for MEAN 127.5) would
+        shift half the pixels by one level and verify a model other than the shipped one.
+        """
         dtype = self._input["dtype"]
         if dtype == np.float32:
             return image.astype(np.float32)
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
-        q = np.round(image / scale + zero_point)
+        if dtype == np.uint8 and _takes_plain_pixels(scale, zero_point):
+            q = np.round(image * preprocessing.STD + preprocessing.MEAN)
+        else:
+            q = np.round(image / scale + zero_point)
         return np.clip(q, info.min, info.max).astype(dtype)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
@@ -146,6 +156,12 @@ class TFLiteClassifier(Classifier):
     def predict_proba(self, images):
         return self.predict_normalized(
             np.stack([self.preprocess(im) for im in images]) if len(images) else [])
+
+
+def _takes_plain_pixels(scale: float, zero_point: int) -> bool:
+    """Whether a uint8 input quantized with (scale, zero_point) holds plain pixels."""
+    return (abs(scale * preprocessing.STD - 1) < 1e-3
+            and abs(zero_point - preprocessing.MEAN) <= 0.5)
 
 
 def _check_num_classes(path, n_out, class_names):

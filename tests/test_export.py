@@ -48,6 +48,16 @@ def test_int8_model_takes_plain_uint8_pixels(exported):
     assert abs(zero_point - preprocessing.MEAN) <= 0.5
 
 
+def test_int8_verification_feeds_the_pixels_mediapipe_feeds(exported):
+    """Our int8 runs (export report, evaluate, predict) must verify the model as shipped:
+    an image of the input size reaches the uint8 input tensor as its own pixels, not
+    re-quantized with the integer zero point (127 for MEAN 127.5, one level off)."""
+    clf = loading.load_classifier(os.path.join(exported[0], "model_int8.tflite"),
+                                  crop_fraction=1.0)
+    pixels = np.random.default_rng(0).integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    np.testing.assert_array_equal(clf.quantize_input(clf.preprocess(pixels)), pixels)
+
+
 @pytest.mark.parametrize("name", TFLITE_FILES)
 def test_metadata_in_every_tflite(exported, name):
     info = tflite_metadata.read_image_classifier_metadata(os.path.join(exported[0], name))
