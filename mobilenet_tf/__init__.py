@@ -4,16 +4,10 @@
 command lines can parse their flags without importing TensorFlow.
 """
 
-import importlib
+from mobilenet_tf.lazy_imports import module_getattr
 
 _EXPORTS = {"mobilenet_v1": "model", "profile": "profiler", "profile_model": "profiler"}
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(__name__, _EXPORTS)

@@ -39,14 +39,11 @@ import textwrap
 from absl import flags
 from absl import logging as absl_logging
 
-from mobilenet_tf.train_config import GROUPS
+from mobilenet_tf.options import TOPICS
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 1
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
-# The topics of --help, in order: the training topics, the export's, then the flags that
-# every command has.
-TOPICS = GROUPS + ("export", "verification", "metadata", "general")
 _GENERAL = ("flagfile", "verbosity", "help", "helpfull")
 _WIDTH = 88
 

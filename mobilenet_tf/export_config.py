@@ -10,14 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 from mobilenet_tf import rundir
+from mobilenet_tf.options import option as _field
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
 INT8_IO_TYPES = ("uint8", "float32")
-
-
-def _field(default, help_text, group):
-    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
 
 
 @dataclasses.dataclass(frozen=True)

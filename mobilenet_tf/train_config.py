@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from mobilenet_tf.architecture import VARIANTS
+from mobilenet_tf.options import option as _field
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
@@ -20,14 +21,6 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DEFAULT_STARTUP_TIMEOUT = 600.0  # seconds a multi-worker task waits for the others
 
 
-# The topics of ``--help``, in order (DataConfig's fields use "data" and "augmentation").
-GROUPS = ("model", "data", "augmentation", "optimization", "schedule", "runtime",
-          "checkpointing", "output")
-
-
-def _field(default, help_text, group):
-    assert group in GROUPS, group
-    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
 
 
 @dataclasses.dataclass

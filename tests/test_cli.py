@@ -164,3 +164,12 @@ def test_verbosity_and_user_log_level_decide_quietness(monkeypatch):
     finally:
         cli.FLAGS.unparse_flags()
         absl_logging.set_verbosity(verbosity)
+
+
+def test_an_option_in_no_help_topic_is_refused():
+    from mobilenet_tf.options import TOPICS, option
+
+    with pytest.raises(ValueError, match="valid groups"):
+        option(1, "help text", "nonsense")
+    assert option(1, "help text", TOPICS[0]).metadata == {"help": "help text",
+                                                         "group": TOPICS[0]}

@@ -4,7 +4,7 @@ The names below load their modules on first use, so that ``DataConfig`` and the 
 parsers (no TensorFlow) can be imported by a command line before TensorFlow is.
 """
 
-import importlib
+from mobilenet_tf.lazy_imports import module_getattr
 
 _EXPORTS = {
     "DataConfig": "config",
@@ -18,10 +18,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(__name__, _EXPORTS)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
+from mobilenet_tf.options import option as _field
 from mobilenet_tf.data.specs import (DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION,
                                      parse_dataset_spec)
 
@@ -20,11 +21,6 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 # Decoding bound (image bombs): larger images are decoded at reduced scale (baseline JPEG)
 # or refused before decoding; 50 megapixels decode to 150 MB of uint8 RGB.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
-
-
-def _field(default, help_text, group):
-    """A field with its ``--help`` text and topic (``mobilenet_tf.cli`` groups by it)."""
-    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
 
 
 @dataclasses.dataclass

@@ -1,0 +1,22 @@
+"""Options declared once: a config dataclass field carries its flag's help and topic.
+
+``TrainConfig``, ``DataConfig`` and ``ExportConfig`` declare every field with ``option``;
+``mobilenet_tf.cli`` turns the fields into absl flags and prints ``--help`` by topic. No
+TensorFlow here (the command lines check their flags before importing it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+# The topics of --help, in order: the training topics, the export's, then the flags that
+# every command has.
+TOPICS = ("model", "data", "augmentation", "optimization", "schedule", "runtime",
+          "checkpointing", "output", "export", "verification", "metadata", "general")
+
+
+def option(default, help_text: str, group: str):
+    """A dataclass field with its ``--help`` text and topic (one of ``TOPICS``)."""
+    if group not in TOPICS:
+        raise ValueError(f"option group {group!r}; valid groups: {TOPICS}")
+    return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
