@@ -15,7 +15,6 @@ import os
 import keras
 from keras import layers
 
-from mobilenet_tf import batchnorm
 from mobilenet_tf.architecture import (  # noqa: F401  (re-exported)
     BLOCKS, MIN_RESOLUTION, PAPER_ALPHAS, PAPER_RESOLUTIONS, POOLINGS, STEM_FILTERS,
     STEM_STRIDE, VARIANTS, Block, blocks_for, check_choice)
@@ -77,13 +76,33 @@ def mobilenet_v1(
 
     if not 0 <= bn_momentum < 1:
         raise ValueError(f"bn_momentum={bn_momentum!r} is not valid; it must be in [0, 1)")
-    bn_class = batchnorm.BatchNormalization if fused_batch_norm else layers.BatchNormalization
+    if fused_batch_norm:  # imported here: the builder itself runs on any Keras backend
+        from mobilenet_tf.batchnorm import BatchNormalization as bn_class
+    else:
+        bn_class = layers.BatchNormalization
 
     def bn(x, layer_name):
         return bn_class(momentum=bn_momentum, name=layer_name,
                         synchronized=synchronized_bn)(x)
 
     inputs = layers.Input(shape=input_shape)
+    x = _features(inputs, bn, alpha, depth_multiplier, variant)
+    x = _top(x, include_top, pooling, dropout, num_classes, classifier_activation)
+
+    if name is None:
+        name = f"mobilenet_{alpha:0.2f}_{input_shape[0]}"
+        if variant != "mobilenet":
+            name += f"_{variant}"
+    model = keras.Model(inputs, x, name=name)
+    if weights == "imagenet":
+        model.load_weights(imagenet_weights_path(alpha, input_shape[0], include_top))
+    elif weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _features(inputs, bn, alpha, depth_multiplier, variant):
+    """The stem and the blocks of Table 1 (``bn(x, name)`` adds a batch-norm layer)."""
     x = layers.Conv2D(int(STEM_FILTERS * alpha), 3, strides=STEM_STRIDE, padding="same",
                       use_bias=False, name="conv1")(inputs)
     x = layers.ReLU(6.0, name="conv1_relu")(bn(x, "conv1_bn"))
@@ -104,28 +123,22 @@ def mobilenet_v1(
         x = layers.ReLU(6.0, name=f"conv_dw_{i}_relu")(bn(x, f"conv_dw_{i}_bn"))
         x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"conv_pw_{i}")(x)
         x = layers.ReLU(6.0, name=f"conv_pw_{i}_relu")(bn(x, f"conv_pw_{i}_bn"))
+    return x
 
+
+def _top(x, include_top, pooling, dropout, num_classes, classifier_activation):
+    """Keras' classifier (pool, dropout, 1x1 conv ``conv_preds``) or the pooling option."""
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True)(x)
         x = layers.Dropout(dropout, name="dropout")(x)
         x = layers.Conv2D(num_classes, 1, padding="same", name="conv_preds")(x)
         x = layers.Reshape((num_classes,), name="reshape_2")(x)
-        x = layers.Activation(classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D()(x)
-
-    if name is None:
-        name = f"mobilenet_{alpha:0.2f}_{input_shape[0]}"
-        if variant != "mobilenet":
-            name += f"_{variant}"
-    model = keras.Model(inputs, x, name=name)
-    if weights == "imagenet":
-        model.load_weights(imagenet_weights_path(alpha, input_shape[0], include_top))
-    elif weights is not None:
-        model.load_weights(weights)
-    return model
+        return layers.Activation(classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D()(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D()(x)
+    return x
 
 
 def imagenet_weights_path(alpha: float, rows: int, include_top: bool) -> str:

@@ -1,6 +1,8 @@
 """The builder: structure, Keras weight compatibility, argument checking."""
 
 import os
+import subprocess
+import sys
 
 import h5py
 import keras
@@ -152,3 +154,14 @@ def test_spec_table_is_table_1():
                                                     512, 512, 512, 512, 512, 1024, 1024]
     assert [b.block_id for b in model_lib.BLOCKS if b.stride == 2] == [2, 4, 6, 12]
     assert len(model_lib.blocks_for("shallow")) == 8
+
+
+def test_builder_needs_no_tensorflow_specific_layer_unless_fused():
+    """Only ``fused_batch_norm=True`` imports the TensorFlow-only layer: the plain builder
+    is Keras' own layers (it builds on other Keras backends too)."""
+    code = ("import sys; from mobilenet_tf.model import mobilenet_v1; "
+            "mobilenet_v1((64, 64, 3), alpha=0.25, num_classes=3); "
+            "assert 'mobilenet_tf.batchnorm' not in sys.modules; "
+            "mobilenet_v1((64, 64, 3), alpha=0.25, num_classes=3, fused_batch_norm=True); "
+            "assert 'mobilenet_tf.batchnorm' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
