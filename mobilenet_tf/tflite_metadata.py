@@ -115,6 +115,25 @@ def build_image_classifier_metadata(*, name: str, description: str, version: str
     if not labels:
         raise ValueError("labels must not be empty")
 
+    image = _image_tensor_metadata(mean, std, input_type)
+    probs = _probability_tensor_metadata(output_type, with_display_names)
+
+    subgraph = _md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [image]
+    subgraph.outputTensorMetadata = [probs]
+
+    meta = _md.ModelMetadataT()
+    meta.name, meta.description, meta.version = name, description, version
+    meta.author, meta.license = author or None, license or None
+    meta.subgraphMetadata = [subgraph]
+    meta.minParserVersion = min_parser_version(meta)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(meta.Pack(builder), METADATA_FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _image_tensor_metadata(mean, std, input_type: int) -> "_md.TensorMetadataT":
+    """The input tensor's entry: an RGB image and its normalization."""
     image = _md.TensorMetadataT()
     image.name = "image"
     image.description = (
@@ -138,7 +157,12 @@ def build_image_classifier_metadata(*, name: str, description: str, version: str
     else:
         raise ValueError(f"input tensor type {_tensor_type_name(input_type)} is not "
                          "supported by MediaPipe image classifiers (FLOAT32 or UINT8)")
+    return image
 
+
+def _probability_tensor_metadata(output_type: int,
+                                 with_display_names: bool) -> "_md.TensorMetadataT":
+    """The output tensor's entry: class probabilities and the labels file(s)."""
     probs = _md.TensorMetadataT()
     probs.name = "probability"
     probs.description = "Probabilities of the classes listed in labels.txt."
@@ -166,19 +190,7 @@ def build_image_classifier_metadata(*, name: str, description: str, version: str
         names_file.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
         names_file.locale = DISPLAY_NAMES_LOCALE
         probs.associatedFiles.append(names_file)
-
-    subgraph = _md.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [probs]
-
-    meta = _md.ModelMetadataT()
-    meta.name, meta.description, meta.version = name, description, version
-    meta.author, meta.license = author or None, license or None
-    meta.subgraphMetadata = [subgraph]
-    meta.minParserVersion = min_parser_version(meta)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(meta.Pack(builder), METADATA_FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return probs
 
 
 def min_parser_version(meta: "_md.ModelMetadataT") -> str:

@@ -167,7 +167,7 @@ def test_second_trainer_is_refused_naming_the_holder_and_stale_lock_is_taken_ove
     capsys.readouterr()
     _train(workdir, epochs=1, steps_per_epoch=4)
     err = capsys.readouterr().err
-    assert f"stale lock" in err and f"pid {dead.pid}" in err and "no longer running" in err
+    assert "stale lock" in err and f"pid {dead.pid}" in err and "no longer running" in err
 
 
 def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
