@@ -234,16 +234,8 @@ def export(config: ExportConfig) -> dict:
     class_names = labels_lib.read_labels(config.workdir)
     record = rundir.read_record(config.workdir)
     crop = loading.run_crop_fraction(record)
-    data_cfg = dict(record.data.config or {})
-    dataset = config.dataset or record.data.dataset
-    if not dataset:
-        raise ValueError(f"no dataset for calibration/verification images: "
-                         f"{rundir.RunFiles(config.workdir).config} records none (the run was "
-                         "trained on inputs passed in code); pass --dataset")
-    data_dir = config.data_dir if config.data_dir is not None else data_cfg.get("data_dir")
-    verification_split = (config.verification_split or record.data.eval_split
-                          or "validation")
-    calibration_split = config.calibration_split or record.data.train_split or "train"
+    dataset, data_dir, data_cfg, verification_split, calibration_split = _image_origin(
+        config, record)
 
     model = loading.load_keras_model(checkpoint_path)
     keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop)
@@ -290,6 +282,22 @@ def export(config: ExportConfig) -> dict:
             "export verification failed: " + "; ".join(failures) +
             f" (details in {os.path.join(export_dir, REPORT_MD)})")
     return report
+
+
+def _image_origin(config: ExportConfig, record):
+    """Where verification and calibration images come from: (dataset, data_dir, data
+    config, verification split, calibration split); the flags override the run's record."""
+    data_cfg = dict(record.data.config or {})
+    dataset = config.dataset or record.data.dataset
+    if not dataset:
+        raise ValueError(f"no dataset for calibration/verification images: "
+                         f"{rundir.RunFiles(config.workdir).config} records none (the run was "
+                         "trained on inputs passed in code); pass --dataset")
+    data_dir = config.data_dir if config.data_dir is not None else data_cfg.get("data_dir")
+    verification_split = (config.verification_split or record.data.eval_split
+                           or "validation")
+    calibration_split = config.calibration_split or record.data.train_split or "train"
+    return dataset, data_dir, data_cfg, verification_split, calibration_split
 
 
 def _write_exports(config, keras_clf, class_names, out, report, calibration, ver_images,

@@ -7,7 +7,9 @@ Two phases (docs/finetuning.md, "The fine-tuning schedule"):
   also puts batch norm into inference mode, so the backbone's weights and BN statistics
   stay bit-identical.
 - ``WHOLE``: every layer trains, but the batch-norm layers when ``--freeze_bn`` (then
-  they stay in inference mode with fixed gamma/beta throughout).
+  they stay in inference mode with fixed gamma/beta throughout) and, with
+  ``--frozen_blocks=N``, the stem and blocks 1..N of Table 1 (they stay as in the head
+  phase: the backward pass stops at block N+1, which makes fine-tuning steps cheaper).
 
 The phase is a function of the optimizer step (``phase_at``), so a resumed run picks
 its phase from the restored step and nothing new is checkpointed for it. With
@@ -17,6 +19,8 @@ gradient, so scaling the gradient would not lower their step.
 """
 
 from __future__ import annotations
+
+import re
 
 import keras
 import tensorflow as tf
@@ -40,25 +44,39 @@ def is_classifier(layer) -> bool:
     return layer.name == CLASSIFIER_LAYER
 
 
-def set_phase(model: keras.Model, phase: str, freeze_bn: bool) -> None:
+_BLOCK_LAYER = re.compile(r"^conv(?:_dw|_pw|_pad)?_(\d+)(?:_|$)")
+
+
+def block_of(layer) -> int | None:
+    """Table 1 block of a builder layer: 0 for the stem (``conv1*``), N for ``conv_dw_N*``,
+    ``conv_pw_N*``, ``conv_pad_N`` and ``conv_N*``; None for the rest (input, top)."""
+    if layer.name.startswith("conv1"):
+        return 0
+    match = _BLOCK_LAYER.match(layer.name)
+    return int(match.group(1)) if match else None
+
+
+def set_phase(model: keras.Model, phase: str, freeze_bn: bool,
+              frozen_blocks: int = 0) -> None:
     """Sets every layer's ``trainable`` for ``phase`` (before tracing the train step)."""
     if phase not in (HEAD, WHOLE):
         raise ValueError(f"phase={phase!r}: allowed values: {HEAD!r}, {WHOLE!r}")
     for layer in model.layers:
+        block = block_of(layer)
         if is_classifier(layer):
             layer.trainable = True
-        elif phase == HEAD:
+        elif phase == HEAD or (frozen_blocks and block is not None and block <= frozen_blocks):
             layer.trainable = False
         else:
             layer.trainable = not (freeze_bn and isinstance(
                 layer, keras.layers.BatchNormalization))
 
 
-def variable_groups(model: keras.Model, freeze_bn: bool):
+def variable_groups(model: keras.Model, freeze_bn: bool, frozen_blocks: int = 0):
     """(classifier variables, backbone variables): every variable either phase ever
     trains (the optimizers are built over these, so a checkpoint has the same slots in
     both phases). Leaves the model in the ``WHOLE`` phase."""
-    set_phase(model, WHOLE, freeze_bn)
+    set_phase(model, WHOLE, freeze_bn, frozen_blocks)
     head_ids = {id(v) for layer in model.layers if is_classifier(layer)
                 for v in layer.trainable_variables}
     if not head_ids:
@@ -94,9 +112,12 @@ class ScaledRate(keras.optimizers.schedules.LearningRateSchedule):
                 "offset": self.offset}
 
 
-def switch_message(epoch: int, backbone_lr_scale: float, freeze_bn: bool) -> str:
+def switch_message(epoch: int, backbone_lr_scale: float, freeze_bn: bool,
+                   frozen_blocks: int = 0) -> str:
     """The one line printed when the backbone unfreezes."""
     rate = ("at the classifier's learning rate" if backbone_lr_scale == 1
             else f"at {backbone_lr_scale:g}x the learning rate")
     bn = "batch norm frozen (inference mode)" if freeze_bn else "batch norm training"
-    return f"Epoch {epoch}: backbone unfrozen {rate}, {bn}."
+    which = (f"backbone from block {frozen_blocks + 1} on" if frozen_blocks
+             else "backbone")
+    return f"Epoch {epoch}: {which} unfrozen {rate}, {bn}."

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any
 
-from mobilenet_tf.architecture import VARIANTS
+from mobilenet_tf.architecture import BLOCKS, VARIANTS
 from mobilenet_tf.options import option as _field
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
@@ -47,6 +47,11 @@ class TrainConfig:
                              "fixed gamma/beta throughout (fine-tuning small datasets; "
                              "BN-folded pretrained weights need it). Needs "
                              "--initial_weights.", "model")
+    frozen_blocks: int = _field(0, "Fine-tuning: the stem and the first N of Table 1's 13 "
+                                "blocks stay frozen (as in the head phase) while the rest "
+                                "fine-tunes: fewer weights to fit, a shorter backward "
+                                "pass. 0: the whole network trains. Needs "
+                                "--initial_weights.", "model")
     # Schedule of the run.
     epochs: float = _field(1, "Number of epochs to train (> 0; may be fractional).", "schedule")
     batch_size: int = _field(64, "Global batch size (over all replicas and workers).", "schedule")
@@ -158,8 +163,11 @@ class TrainConfig:
         need(0 <= self.freeze_backbone_epochs <= self.epochs, "freeze_backbone_epochs",
              f"must be in [0, --epochs={self.epochs:g}] (equal: train the classifier only)")
         need(0 < self.backbone_lr_scale <= 1, "backbone_lr_scale", "must be in (0, 1]")
+        need(0 <= self.frozen_blocks <= BLOCKS[-1].block_id, "frozen_blocks",
+             f"must be in [0, {BLOCKS[-1].block_id}] (the blocks of Table 1)")
         for flag, on in (("freeze_backbone_epochs", self.freeze_backbone_epochs > 0),
-                         ("freeze_bn", self.freeze_bn)):
+                         ("freeze_bn", self.freeze_bn),
+                         ("frozen_blocks", self.frozen_blocks > 0)):
             need(not on or self.initial_weights, flag,
                  "needs --initial_weights (a pretrained network to fine-tune)")
 

@@ -67,7 +67,7 @@ def synchronized_bn(strategy) -> bool:
 def fine_tuning(config: TrainConfig) -> bool:
     """Whether the run uses the fine-tuning schedule (finetune.py)."""
     return (config.freeze_backbone_epochs > 0 or config.backbone_lr_scale != 1
-            or config.freeze_bn)
+            or config.freeze_bn or config.frozen_blocks > 0)
 
 
 def build_task(config: TrainConfig, num_classes: int, steps_per_epoch: int,
@@ -85,7 +85,8 @@ def build_task(config: TrainConfig, num_classes: int, steps_per_epoch: int,
                   if cfg.initial_weights and initial_weights else None)
         head, backbone = ([], [])
         if fine_tuning(cfg):  # the optimizers cover what the whole phase trains
-            head, backbone = finetune.variable_groups(model, cfg.freeze_bn)
+            head, backbone = finetune.variable_groups(model, cfg.freeze_bn,
+                                                      cfg.frozen_blocks)
         trainable = model.trainable_variables
         schedule = optim.LearningRate(
             cfg.learning_rate_for_batch(), cfg.lr_schedule, total_steps=total_steps,

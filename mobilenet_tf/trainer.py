@@ -166,10 +166,11 @@ class Trainer(RunSetup):
         if getattr(self, "_compiled", None) is None or self._compiled[0] != phase:
             task, cfg = self.task, self.config
             if phase is not None:  # trainability is read when the step is traced
-                finetune.set_phase(task.model, phase, cfg.freeze_bn)
+                finetune.set_phase(task.model, phase, cfg.freeze_bn, cfg.frozen_blocks)
                 if phase == finetune.WHOLE and cfg.freeze_backbone_epochs:
                     self.console.say(finetune.switch_message(
-                        step // self.spe + 1, cfg.backbone_lr_scale, cfg.freeze_bn))
+                        step // self.spe + 1, cfg.backbone_lr_scale, cfg.freeze_bn,
+                        cfg.frozen_blocks))
             updates, objective = task.updates, task.phase_objective()
 
             def replica_step(images, labels):

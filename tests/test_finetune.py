@@ -138,6 +138,8 @@ def test_resume_refuses_a_changed_fine_tuning_option(weights_file, tmp_path, cha
     (dict(backbone_lr_scale=1.5), "must be in \\(0, 1\\]"),
     (dict(freeze_bn=True), "--freeze_bn=True is not valid: needs --initial_weights"),
     (dict(freeze_backbone_epochs=0.5), "--freeze_backbone_epochs=0.5 .*--initial_weights"),
+    (dict(frozen_blocks=14, initial_weights="x"), "--frozen_blocks=14 .*in \\[0, 13\\]"),
+    (dict(frozen_blocks=3), "--frozen_blocks=3 is not valid: needs --initial_weights"),
 ])
 def test_invalid_fine_tuning_options_are_named(options, message, weights_file):
     if options.get("initial_weights") == "x":
@@ -171,3 +173,39 @@ def test_set_phase_trainability():
     assert len(head) == 2 and len(backbone) == len(model.trainable_variables) - 2
     with pytest.raises(ValueError, match="phase='both'"):
         finetune.set_phase(model, "both", False)
+
+
+def test_frozen_blocks_stay_bit_identical_while_later_blocks_fine_tune(weights_file, tmp_path,
+                                                                      capsys):
+    """--frozen_blocks=6: after the head phase, the stem and blocks 1-6 (weights and BN
+    statistics) stay exactly as loaded; block 7 on and the classifier train."""
+    path, pre = weights_file
+    run = _run(tmp_path / "run", epochs=2, freeze_backbone_epochs=1, backbone_lr_scale=0.1,
+               frozen_blocks=6, initial_weights=path, verbose=2)
+    whole = run.snapshots[2]
+    frozen = [k for k in whole if finetune.block_of(run.model.get_layer(k[0])) is not None
+              and finetune.block_of(run.model.get_layer(k[0])) <= 6]
+    assert ("conv1", 0) in frozen and ("conv_pw_6_bn", 3) in frozen
+    for key in frozen:
+        np.testing.assert_array_equal(whole[key], pre[key], err_msg=str(key))
+    frozen_ids = {id(run.model.get_layer(name).weights[i]) for name, i in frozen}
+    assert run.task.backbone_variables  # the optimizer holds no slots for frozen weights
+    assert not frozen_ids & {id(v) for v in run.task.backbone_variables}
+    changed = {k for k in whole if np.any(whole[k] != run.snapshots[1][k])}  # since the head
+    for key in [("conv_dw_7", 0), ("conv_pw_7", 0), ("conv_pw_13", 0), ("conv_pw_13_bn", 2),
+                ("conv_preds", 0)]:
+        assert key in changed, key
+    assert "Epoch 2: backbone from block 7 on unfrozen at 0.1x" in capsys.readouterr().out
+
+
+def test_block_of_names_every_backbone_layer():
+    model = mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=3)
+    blocks = {layer.name: finetune.block_of(layer) for layer in model.layers}
+    assert blocks["conv1"] == blocks["conv1_bn"] == blocks["conv1_relu"] == 0
+    assert blocks["conv_pad_2"] == blocks["conv_dw_2_bn"] == blocks["conv_pw_2_relu"] == 2
+    assert blocks["conv_pw_13"] == 13 and blocks["conv_preds"] is None
+    assert all(b is not None for name, b in blocks.items() if model.get_layer(name).weights
+               and name != "conv_preds")
+    conv = mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=3, variant="conv")
+    assert {finetune.block_of(layer) for layer in conv.layers
+            if layer.name.startswith("conv_1")} == {1, 10, 11, 12, 13}

@@ -272,23 +272,7 @@ class TFDSSource(Source):
                              "ClassLabel 'label' features, so it is not an image-"
                              "classification dataset")
         if not builder.is_prepared():
-            try:
-                builder.download_and_prepare()
-            except Exception as e:  # noqa: BLE001 -- network, disk, manual download, ...
-                why = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
-                if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-                    manual_dir = os.path.join(str(builder.data_dir_root), "downloads", "manual")
-                    raise ValueError(
-                        f"--dataset={spec}: {full} is not prepared in --data_dir="
-                        f"{builder.data_dir_root} and tfds cannot download it: put the "
-                        f"original archives in the tfds manual dir {manual_dir} (for "
-                        "imagenet2012: ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar; "
-                        "--data_dir selects another tfds data dir). tfds's instructions: "
-                        f"{' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())[:300]} "
-                        f"(preparing failed with {why})") from None
-                raise ValueError(f"--dataset={spec}: {full} is not prepared in --data_dir="
-                                 f"{builder.data_dir_root} and downloading/preparing it "
-                                 f"failed: {why}") from None
+            _prepare(builder, spec, full)
         self.builder = builder
         self.split = split
         source_names = list(feats["label"].names)
@@ -347,6 +331,28 @@ class TFDSSource(Source):
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
 
     shuffle_buffer = 4096
+
+
+def _prepare(builder, spec: str, full: str) -> None:
+    """Downloads and prepares a tfds dataset; a ValueError says what to do when that fails
+    (offline: which archives to put where)."""
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 -- network, disk, manual download, ...
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+        if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+            manual_dir = os.path.join(str(builder.data_dir_root), "downloads", "manual")
+            raise ValueError(
+                f"--dataset={spec}: {full} is not prepared in --data_dir="
+                f"{builder.data_dir_root} and tfds cannot download it: put the "
+                f"original archives in the tfds manual dir {manual_dir} (for "
+                "imagenet2012: ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar; "
+                "--data_dir selects another tfds data dir). tfds's instructions: "
+                f"{' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())[:300]} "
+                f"(preparing failed with {why})") from None
+        raise ValueError(f"--dataset={spec}: {full} is not prepared in --data_dir="
+                         f"{builder.data_dir_root} and downloading/preparing it "
+                         f"failed: {why}") from None
 
 
 def make_source(cfg, split: str, class_names=None) -> Source:
