@@ -1,25 +1,19 @@
 r"""Training and inference speed of our MobileNet on the active Keras backend (JAX,
-TensorFlow or PyTorch: ``KERAS_BACKEND``), optionally beside timm's ``mobilenetv1_100``.
+TensorFlow or PyTorch: ``KERAS_BACKEND``), optionally beside timm's ``mobilenetv1_100``:
 
-  KERAS_BACKEND=jax python -m mobilenet_tf.benchmarks.keras_backend \
-      [--settings=224:128] [--steps=30] [--warmup=5] [--repeats=3] \
-      [--policies=float32,mixed_bfloat16,mixed_float16] [--torch_baseline]
+  KERAS_BACKEND=jax python -m mobilenet_tf.benchmarks.keras_backend [--settings=224:128] \
+      [--steps=30] [--warmup=5] [--repeats=3] [--policies=float32,mixed_bfloat16,...] \
+      [--torch_baseline]
 
 Imports no TensorFlow unless it is the backend. Ours: ``mobilenet_v1(alpha=1.0,
-num_classes=1000)`` with Keras' own layers, RMSprop (lr 0.01, rho 0.9, momentum 0.9,
-epsilon 1.0, as slim's MobileNet training), sparse categorical crossentropy, one
-synthetic batch already converted to the backend's tensors (on its default device).
-Training is timed twice: ``model.fit`` (one epoch of ``--steps`` steps over that batch,
-``verbose=0``: steps are queued without waiting; the figure includes fit's start and end)
-and ``model.train_on_batch`` (returns NumPy losses and syncs Keras' variables, so every
-step waits for the device); inference is ``model.predict_on_batch`` (waits too). All jitted by
-Keras (XLA on JAX; TensorFlow's ``jit_compile="auto"``). timm
-(``--torch_baseline``, when torch and timm import): same batch, channels_last, the same
-RMSprop, ``cudnn.benchmark``, float32 / ``torch.autocast`` bfloat16 / float16 with
-``GradScaler`` for the three policies, steps queued without a wait (except GradScaler's
-per-step inf check in float16), and
-``torch.cuda.synchronize`` before each clock read. Each figure is the median over
-``--repeats`` of ``--steps`` steps, after ``--warmup`` steps (compilation included there).
+num_classes=1000)``, RMSprop (lr 0.01; rho 0.9, momentum 0.9, epsilon 1.0 as slim's
+MobileNet training), sparse categorical crossentropy, one synthetic batch already on the
+device, timed through ``fit`` (steps queued), ``train_on_batch`` and
+``predict_on_batch`` (both wait every step). timm, in this process on the same device:
+channels_last, the same RMSprop, float32 / autocast bfloat16 / autocast float16 +
+GradScaler for the three policies, ``torch.cuda.synchronize`` before each clock read.
+Medians over ``--repeats`` of ``--steps`` steps after ``--warmup`` steps (compilation
+happens there). docs/benchmarks.md (GPU) has the details and a run on an H200.
 """
 
 from __future__ import annotations
@@ -112,8 +106,7 @@ def ours(res, batch, policy, steps, warmup, repeats) -> tuple[float, float, floa
 
 
 def import_timm():
-    """(torch, timm), or None with the reason printed (timm_train stubs torchvision
-    where it cannot load, as with a CPU-only torch)."""
+    """(torch, timm), or None with the reason printed (torchvision stubbed if broken)."""
     from mobilenet_tf.benchmarks import timm_train
     try:
         return timm_train._import_timm(stub_torchvision=True)
@@ -127,8 +120,8 @@ def timm_side(torch, timm, res, batch, policy, steps, warmup, repeats):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
-    model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=NUM_CLASSES)
-    model = model.to(dev, memory_format=torch.channels_last)
+    model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=NUM_CLASSES
+                              ).to(dev, memory_format=torch.channels_last).train()
     opt = torch.optim.RMSprop(model.parameters(), lr=0.01, alpha=0.9, momentum=0.9, eps=1.0)
     name = TORCH_AUTOCAST[policy]
     dtype = getattr(torch, name) if name else None
@@ -152,11 +145,9 @@ def timm_side(torch, timm, res, batch, policy, steps, warmup, repeats):
             model(x)
 
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    model.train()
     t_train = timed(train, steps, warmup, repeats, sync)
     model.eval()
-    t_infer = timed(infer, steps, warmup, repeats, sync)
-    return batch / t_train, batch / t_infer
+    return batch / t_train, batch / timed(infer, steps, warmup, repeats, sync)
 
 
 def run(settings, policies, steps, warmup, repeats, torch_timm=None, log=print):
