@@ -1,11 +1,13 @@
 """Benchmark command lines: argument handling, and a tiny real run on the CPU."""
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from mobilenet_tf.benchmarks import measure, precision
+from mobilenet_tf.benchmarks import keras_backend, measure, precision
 
 
 def test_parse_settings():
@@ -52,3 +54,34 @@ def test_precision_benchmark_runs_on_cpu():
         assert wall > 0 and cpu > 0 and len(runs) == 1
     text = precision.table(results)
     assert "| 32 / 4 | mixed_bfloat16 | off |" in text and "1.00x |" in text
+
+
+def test_keras_backend_policies_name_the_flag():
+    assert keras_backend.check_policies(["mixed_bfloat16"]) == ["mixed_bfloat16"]
+    for bad in (["float64"], []):
+        with pytest.raises(ValueError, match="--policies"):
+            keras_backend.check_policies(bad)
+
+
+def test_keras_backend_table_ratios():
+    results = {(224, 128, "float32"): {"ours": (200.0, 100.0, 800.0), "timm": (100.0, 400.0)},
+               (224, 128, "mixed_bfloat16"): {"ours": (400.0, 200.0, 1600.0)}}
+    text = keras_backend.table(results, backend="jax")
+    assert ("| 224 / 128 | float32 | keras jax | 200.0 | 100.0 | 800.0 | 2.00x | 2.00x | "
+            "1.00x | 1.00x |") in text
+    assert "| 224 / 128 | float32 | torch (timm) | 100.0 | - | 400.0 | - | - |" in text
+    assert "| mixed_bfloat16 | keras jax | 400.0 | 200.0 | 1600.0 | - | - | 2.00x | 2.00x |" in text
+
+
+def test_keras_backend_benchmark_runs_on_cpu():
+    """The command line end to end on the TensorFlow backend at a tiny size."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run(
+        [sys.executable, "-m", "mobilenet_tf.benchmarks.keras_backend", "--settings=32:2",
+         "--steps=2", "--warmup=1", "--repeats=1", "--policies=float32"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = re.search(r"^\| 32 / 2 \| float32 \| keras tensorflow \| ([\d.]+) \| ([\d.]+) \| "
+                    r"([\d.]+) \|", out.stdout, re.M)
+    assert row, out.stdout
+    assert all(float(v) > 0 for v in row.groups())

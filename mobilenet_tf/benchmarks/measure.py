@@ -23,7 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf import trainer
+from mobilenet_tf.benchmarks import settings
 
+parse_settings = settings.parse_settings  # kept here for the command lines
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train.py")
 TIMM_PYTHON_ENV = "MOBILENET_TF_TIMM_PYTHON"
 WARMUP_STEPS = 10  # = steps_per_loop: the first (tracing) call of our loop
@@ -39,23 +41,6 @@ class Setting:
     precision: str = "float32"
     xla: bool = False
     num_classes: int = 10
-
-
-def parse_settings(text: str, flag: str = "--settings") -> list[tuple[int, int]]:
-    """'128:64,224:32' -> [(128, 64), (224, 32)] (resolution:batch pairs)."""
-    pairs = []
-    for item in [t for t in text.split(",") if t.strip()]:
-        try:
-            res, batch = (int(v) for v in item.split(":"))
-        except ValueError:
-            res = batch = 0
-        if res < 32 or batch < 1:
-            raise ValueError(f"{flag}={text!r} is not valid: {item!r} must be RESOLUTION:"
-                             "BATCH with resolution >= 32 and batch >= 1, e.g. 128:64,224:32")
-        pairs.append((res, batch))
-    if not pairs:
-        raise ValueError(f"{flag}={text!r} is not valid: give at least one RESOLUTION:BATCH")
-    return pairs
 
 
 @dataclasses.dataclass
