@@ -129,7 +129,7 @@ class Trainer(RunSetup):
                 self._end_of_epoch(ended, None, None)
             while step < self.total_steps:
                 if self._images_due(step):
-                    self._log_images(iterator, step)
+                    self._log_images(step)
                 train_metrics, ips = self._train_epoch(iterator, step, stop)
                 step = int(self.global_step.numpy())
                 self._end_of_epoch(-(-step // self.spe), train_metrics, ips)
@@ -265,10 +265,13 @@ class Trainer(RunSetup):
         return (self.config.log_images and self.chief and step % self.spe == 0
                 and step // self.spe in tb.image_epochs(self.num_epochs))
 
-    def _log_images(self, iterator, step):
-        images, labels = next(iterator)
-        images = self.strategy.experimental_local_results(images)[0]
-        labels = self.strategy.experimental_local_results(labels)[0]
+    def _log_images(self, step):
+        """Logs a grid of augmented training images taken from a pipeline of its own (a
+        batch per logged epoch): the training iterator is not advanced, so a run trains on
+        the same examples with or without --log_images, on every worker."""
+        batches = self.train_input.input_fn(tf.distribute.InputContext())
+        nth = sorted(tb.image_epochs(self.num_epochs)).index(step // self.spe)
+        images, labels = next(iter(batches.skip(nth)))  # other images at each logged epoch
         tb.log_training_images(self.writers, images.numpy(), labels.numpy(),
                                self.class_names, step)
 
