@@ -36,7 +36,7 @@ def test_flat_folder_train_evaluate_export_predict(tmp_path):
                "--alpha=0.25", "--resolution=32", "--epochs=2", "--batch_size=9",
                "--freeze_backbone_epochs=1", f"--workdir={run}", "--verbose=2",
                "--nolog_images")
-    assert "loaded" in out and "backbone unfrozen at 0.01x" in out
+    assert "loaded" in out and "backbone from block 7 on unfrozen at 0.01x" in out
     every = json.loads(_cli("mobilenet_tf.evaluate", f"--model={run}",
                             f"--dataset=folder:{photos}", "--json").splitlines()[-1])
     assert every["num_images"] == 20 * len(CLASSES) and every["split"] == "all"
