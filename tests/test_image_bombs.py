@@ -199,3 +199,37 @@ def test_crop_checks_the_limit_and_only_refusals_file_a_reason():
     with pytest.raises(tf.errors.InvalidArgumentError, match="progressive JPEG"):
         augment.random_resized_crop(images[2], (24, 24), tf.constant([1, 2], tf.int64),
                                     max_pixels=200_000)
+
+
+def _gif(frames, size, colours=True) -> bytes:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), np.uint8)) if colours
+              else Image.new("RGB", size, (i % 250, 0, 0)) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=20, loop=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 7])
+def test_gif_frames_are_counted_as_pillow_counts_them(frames):
+    encoded = _gif(frames, (60, 40))  # with extensions and local colour tables
+    assert Image.open(io.BytesIO(encoded)).n_frames == frames
+    assert int(preprocessing.gif_frames(encoded, 1000)) == frames
+    assert int(preprocessing.gif_frames(encoded, 2)) == min(frames, 2)  # stops early
+    assert int(preprocessing.gif_frames(encoded[:30], 1000)) <= 1  # truncated: no error
+
+
+def test_many_frame_gif_is_refused_by_its_frames_and_its_first_frame_kept_below():
+    """A GIF's decoder holds every frame (a 1.2 MB GIF of 300 2000x2000 frames raised the
+    peak memory by 1.2 GB): the frames' pixels count together against the limit."""
+    encoded = _gif(40, (200, 100), colours=False)  # 40 x 20,000 = 800,000 pixels
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="image bomb refused before decoding: a GIF of at least 26 "
+                             "frames of 200x100 .* is above max_image_pixels=500000 and the "
+                             "GIF decoder holds every frame"):
+        preprocessing.decode_image(encoded, 500_000)
+    assert preprocessing.decode_image(encoded, 800_000).shape == (100, 200, 3)
+    decode = tf.function(lambda x: preprocessing.decode_image(x, 500_000))  # as in tf.data
+    with pytest.raises(tf.errors.InvalidArgumentError, match="GIF decoder holds"):
+        decode(encoded)
+    assert decode(_gif(3, (200, 100))).shape == (100, 200, 3)
