@@ -66,7 +66,10 @@ def verify(prefix: str) -> None:
 
 
 def _first_line(err) -> str:
+    """The first line of an error's message, without TensorFlow's ``{{function_node
+    ...}}`` prefix."""
     text = str(getattr(err, "message", None) or err).strip()
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
     return text.splitlines()[0] if text else repr(err)
 
 

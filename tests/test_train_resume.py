@@ -191,3 +191,37 @@ def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path
     finally:
         if subprocess.run(["umount", str(mount)]).returncode:
             subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path):
+    """Only the event file's disk is full (RUN/logs links to a full 8 MB tmpfs): the run
+    stops with one line naming the event file (exit 7), then resumes once space is freed."""
+    mount = tmp_path / "logs_disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        with open(mount / "filler", "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        workdir = str(tmp_path / "run")
+        os.makedirs(workdir)
+        os.symlink(mount, os.path.join(workdir, "logs"))
+        with pytest.raises(trainer.OutputWriteError) as e:
+            _train(workdir, epochs=2)
+        message = str(e.value)
+        assert e.value.exit_code == 7
+        assert "\n" not in message and "No space left" in message, message
+        assert os.path.join(workdir, "logs", "events.out.tfevents") in message, message
+        assert "function_node" not in message, message
+        os.remove(mount / "filler")
+        assert _train(workdir, epochs=2)["steps"] == 16
+        assert glob.glob(os.path.join(workdir, "logs", "events.out.tfevents.*"))
+    finally:
+        if subprocess.run(["umount", str(mount)]).returncode:
+            subprocess.run(["umount", "-l", str(mount)])
