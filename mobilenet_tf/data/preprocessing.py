@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION  # noqa: F401  (re-exported)
 
+GIF_MAGIC = b"GIF8"  # the first bytes of a GIF (GIF87a, GIF89a)
 MEAN = 127.5  # per channel, in uint8 pixel units
 STD = 127.5
 
@@ -79,10 +80,10 @@ def _decode_any(encoded, gif=None):
     """Decodes with ``tf.io.decode_image`` (first frame of a GIF), or the palette BMP
     mapping, or ``gif()`` for a GIF when given."""
     kind = tf.where(_is_palette_bmp(encoded), 1, 0)
-    branches = [lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
-                lambda: _decode_palette_bmp(encoded)]
+    branches = [lambda: _decode_first_frame(encoded), lambda: _decode_palette_bmp(encoded)]
     if gif is not None:
-        kind = tf.where(tf.equal(tf.strings.substr(encoded, 0, 4), b"GIF8"), 2, kind)
+        kind = tf.where(tf.equal(tf.strings.substr(encoded, 0, len(GIF_MAGIC)), GIF_MAGIC),
+                        2, kind)
         branches.append(gif)
     image = tf.switch_case(kind, branches)
     image.set_shape([None, None, 3])
@@ -95,7 +96,11 @@ def _decode_gif_within(encoded, h, w, max_pixels, on_refusal):
     frames = gif_frames(encoded, max_pixels // tf.maximum(h * w, 1) + 1)
     return tf.cond(h * w * frames > max_pixels,
                    lambda: _refuse(encoded, h, w, max_pixels, on_refusal, frames),
-                   lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+                   lambda: _decode_first_frame(encoded))
+
+
+def _decode_first_frame(encoded):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
@@ -156,11 +161,19 @@ def header_shape(encoded: tf.Tensor) -> tf.Tensor:
         tf.stack([tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height),
                   number(18, 4)]),  # BMP (negative height: top-down rows)
         tf.zeros([2], tf.int64)])
-    kind = tf.where(magic(b"\x89PNG\r\n\x1a\n"), 0, tf.where(magic(b"GIF8"), 1, tf.where(
+    kind = tf.where(magic(b"\x89PNG\r\n\x1a\n"), 0, tf.where(magic(GIF_MAGIC), 1, tf.where(
         magic(b"BM"), 2, 3)))
     return tf.cond(tf.io.is_jpeg(encoded),
                    lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64),
                    lambda: tf.gather(candidates, kind))
+
+
+def _byte(encoded, pos):
+    """The int64 byte at ``pos`` of the encoded bytes; 0 at or past the end."""
+    end = tf.cast(tf.strings.length(encoded, unit="BYTE"), tf.int64)
+    pos = tf.minimum(tf.cast(pos, tf.int64), end)
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 1) + b"\0",
+                                    tf.uint8)[0], tf.int64)
 
 
 def _be_uint(encoded, pos):
@@ -172,11 +185,7 @@ def _be_uint(encoded, pos):
 def jpeg_is_progressive(encoded):
     """int64 1 when the first frame marker (SOFn) of the JPEG says progressive, else 0: walks
     the marker segments (each gives its length) from the start of the file."""
-    n = tf.strings.length(encoded, unit="BYTE")
-
-    def byte(pos):
-        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 1), tf.uint8)[0],
-                       tf.int32)
+    n = tf.cast(tf.strings.length(encoded, unit="BYTE"), tf.int64)
 
     def is_frame(marker):  # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC)
         return tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF), tf.logical_and(
@@ -187,12 +196,12 @@ def jpeg_is_progressive(encoded):
         return tf.logical_and(pos + 4 <= n, tf.logical_not(is_frame(marker)))
 
     def body(pos, marker):
-        marker = byte(pos + 1)
-        length = byte(pos + 2) * 256 + byte(pos + 3)
+        marker = _byte(encoded, pos + 1)
+        length = _byte(encoded, pos + 2) * 256 + _byte(encoded, pos + 3)
         return tf.where(is_frame(marker), pos, pos + 2 + length), marker
 
-    _, marker = tf.while_loop(cond, body, (tf.constant(2), tf.constant(0)),
-                              maximum_iterations=1000)
+    start = (tf.constant(2, tf.int64), tf.constant(0, tf.int64))
+    _, marker = tf.while_loop(cond, body, start, maximum_iterations=1000)
     progressive = tf.reduce_any(tf.equal(marker, [0xC2, 0xC6, 0xCA, 0xCE]))
     return tf.cast(progressive, tf.int64)
 
@@ -204,11 +213,6 @@ def gif_frames(encoded, stop_at) -> tf.Tensor:
     0 size; the trailer (0x3B), bytes past the end or anything else end the walk."""
     n = tf.cast(tf.strings.length(encoded, unit="BYTE"), tf.int64)
 
-    def byte(pos):  # 0 past the end
-        pos = tf.minimum(tf.cast(pos, tf.int64), n)
-        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, pos, 1)
-                                        + b"\0", tf.uint8)[0], tf.int64)
-
     def colour_table(packed):  # a colour table follows when bit 7 is set
         return tf.where(packed >= 128, 3 * tf.bitwise.left_shift(
             tf.constant(2, tf.int64), packed % 8), tf.constant(0, tf.int64))
@@ -217,17 +221,19 @@ def gif_frames(encoded, stop_at) -> tf.Tensor:
         return tf.logical_and(pos < n, frames < stop_at)
 
     def body(pos, frames, in_data):
-        b = byte(pos)
+        b = _byte(encoded, pos)
         image = tf.logical_and(tf.logical_not(in_data), tf.equal(b, 0x2C))
         extension = tf.logical_and(tf.logical_not(in_data), tf.equal(b, 0x21))
+        # Skip a sub-block; an image descriptor, its colour table and the LZW size byte;
+        # an extension's introducer and label; anything else ends the walk.
         step = tf.where(in_data, b + 1, tf.where(
-            image, 10 + colour_table(byte(pos + 9)) + 1,  # descriptor, table, LZW size
-            tf.where(extension, tf.constant(2, tf.int64), n)))  # else: end the walk
+            image, 10 + colour_table(_byte(encoded, pos + 9)) + 1,
+            tf.where(extension, tf.constant(2, tf.int64), n)))
         in_data = tf.logical_or(tf.logical_and(in_data, b > 0),
                                 tf.logical_or(image, extension))
         return pos + step, frames + tf.cast(image, tf.int64), in_data
 
-    start = 13 + colour_table(byte(10))
+    start = 13 + colour_table(_byte(encoded, 10))
     _, frames, _ = tf.while_loop(cond, body, (start, tf.constant(0, tf.int64),
                                               tf.constant(False)))
     return frames
