@@ -8,16 +8,17 @@ import sys
 import pytest
 
 from mobilenet_tf.benchmarks import keras_backend, measure, precision
+from mobilenet_tf.benchmarks.settings import parse_settings
 
 
 def test_parse_settings():
-    assert measure.parse_settings("128:64, 224:32") == [(128, 64), (224, 32)]
+    assert parse_settings("128:64, 224:32") == [(128, 64), (224, 32)]
 
 
 @pytest.mark.parametrize("text", ["128", "128:0", "16:8", "a:b", "", "128:64:2"])
 def test_bad_settings_name_the_flag(text):
     with pytest.raises(ValueError, match="--settings"):
-        measure.parse_settings(text)
+        parse_settings(text)
 
 
 def test_precision_combinations():

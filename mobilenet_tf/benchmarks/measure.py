@@ -23,9 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf import trainer
-from mobilenet_tf.benchmarks import settings
 
-parse_settings = settings.parse_settings  # kept here for the command lines
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train.py")
 TIMM_PYTHON_ENV = "MOBILENET_TF_TIMM_PYTHON"
 WARMUP_STEPS = 10  # = steps_per_loop: the first (tracing) call of our loop

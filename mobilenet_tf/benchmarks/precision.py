@@ -25,6 +25,7 @@ from absl import app, flags
 
 from mobilenet_tf import trainer
 from mobilenet_tf.benchmarks import measure
+from mobilenet_tf.benchmarks.settings import parse_settings
 
 FLAGS = flags.FLAGS
 
@@ -91,7 +92,7 @@ def table(results) -> str:
 def main(argv):
     del argv
     combos = combinations(FLAGS.precisions, FLAGS.xla)
-    settings = measure.parse_settings(FLAGS.settings)
+    settings = parse_settings(FLAGS.settings)
     gpus = tf.config.list_physical_devices("GPU")
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, devices: "
           f"{[g.name for g in gpus] or 'CPU only'}", flush=True)

@@ -37,6 +37,7 @@ from absl import app, flags
 
 from mobilenet_tf import data
 from mobilenet_tf.benchmarks import imagenette, measure
+from mobilenet_tf.benchmarks.settings import parse_settings
 
 FLAGS = flags.FLAGS
 
@@ -121,7 +122,7 @@ def _print_table(rows):
 
 def main(argv):
     del argv
-    settings = measure.parse_settings(FLAGS.settings)
+    settings = parse_settings(FLAGS.settings)
     timm_python, reason = _timm_or_reason()
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs, "
           f"alpha {FLAGS.alpha}, {FLAGS.steps} timed steps, {FLAGS.repeats} alternating "
