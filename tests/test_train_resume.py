@@ -3,6 +3,7 @@ lost checkpoint index, all checkpoints unreadable, history without checkpoints, 
 configuration, metrics.csv torn or NUL-padded or behind the checkpoint, a second trainer
 on the same run directory, a stale lock, a full disk."""
 
+import contextlib
 import csv
 import glob
 import json
@@ -170,13 +171,23 @@ def test_second_trainer_is_refused_naming_the_holder_and_stale_lock_is_taken_ove
     assert "stale lock" in err and f"pid {dead.pid}" in err and "no longer running" in err
 
 
-def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)],
+@contextlib.contextmanager
+def _tmpfs(path, size):
+    """A real tmpfs of ``size`` (e.g. "9m") mounted at ``path`` for the block; the test is
+    skipped where mounting is not permitted."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                       capture_output=True).returncode:
         pytest.skip("mounting a tmpfs is not permitted here")
     try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)]).returncode:
+            subprocess.run(["umount", "-l", str(path)])
+
+
+def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
+    with _tmpfs(tmp_path / "small", "9m") as mount:
         workdir = str(mount / "run")
         with pytest.raises(trainer.OutputWriteError) as e:
             _train(workdir, epochs=3)
@@ -188,20 +199,12 @@ def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path
         summary = _train(workdir, epochs=3)
         assert summary["steps"] == 24 and _epochs(workdir)[-1] == (3, 24)
         assert done and done[-1] < 24
-    finally:
-        if subprocess.run(["umount", str(mount)]).returncode:
-            subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path):
     """Only the event file's disk is full (RUN/logs links to a full 8 MB tmpfs): the run
     stops with one line naming the event file (exit 7), then resumes once space is freed."""
-    mount = tmp_path / "logs_disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                      capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
+    with _tmpfs(tmp_path / "logs_disk", "8m") as mount:
         with open(mount / "filler", "wb") as f:  # fill the disk to the last byte
             try:
                 while True:
@@ -222,6 +225,3 @@ def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path
         os.remove(mount / "filler")
         assert _train(workdir, epochs=2)["steps"] == 16
         assert glob.glob(os.path.join(workdir, "logs", "events.out.tfevents.*"))
-    finally:
-        if subprocess.run(["umount", str(mount)]).returncode:
-            subprocess.run(["umount", "-l", str(mount)])
