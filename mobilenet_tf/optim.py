@@ -132,6 +132,7 @@ class WeightAverage(tf.Module):
             shadow.assign(shadow * decay + value * (1.0 - decay))
 
     def reset(self):
+        """Shadows = the current weights (after setting weights outside training)."""
         for shadow, w in zip(self.shadows, self._weights):
             shadow.assign(tf.cast(_value(w), shadow.dtype))
 

@@ -47,6 +47,9 @@ class LoadReport:
     unused: list  # layers of the file that this model does not have
     tensors_loaded: int
     tensors_total: int  # tensors of the model's layers
+    # The file's own classifier (kernel, bias) when it has one that was not loaded (a
+    # class-count change): what classifier_init.init_from_source maps onto new classes.
+    source_classifier: tuple | None = dataclasses.field(default=None, repr=False)
 
     @property
     def classifier_loaded(self) -> bool:
@@ -74,9 +77,11 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224) -> str:
+def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224,
+                         include_top: bool = False) -> str:
     """The file behind ``spec``; ValueError naming --initial_weights (one line) when it
-    cannot be had."""
+    cannot be had. ``include_top``: for "imagenet", Keras' file with the 1000-class
+    classifier (--classifier_init=source needs it) instead of the no-top one."""
     if spec == IMAGENET:
         from mobilenet_tf.model import PAPER_ALPHAS, imagenet_weights_path
 
@@ -85,7 +90,7 @@ def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224) -
                              f"for --alpha in {list(PAPER_ALPHAS)} only, not {alpha}; pass "
                              "a weights file instead")
         try:
-            return imagenet_weights_path(alpha, int(resolution), include_top=False)
+            return imagenet_weights_path(alpha, int(resolution), include_top=include_top)
         except ValueError as e:  # offline: the message names the file and where it goes
             raise ValueError("--initial_weights=imagenet: " + " ".join(str(e).split())
                              ) from None
@@ -150,7 +155,8 @@ def file_sha256(path: str) -> str:
 
 
 def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int = 224,
-                         zero_new_classifier: bool = True) -> LoadReport:
+                         zero_new_classifier: bool = True,
+                         include_top: bool = False) -> LoadReport:
     """Loads ``spec`` into ``model`` by layer name where all shapes match (see the module
     docstring); ValueError naming --initial_weights when no layer matches.
 
@@ -189,6 +195,9 @@ def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int =
             v.assign(np.zeros(v.shape, v.dtype))
     names = {layer.name for layer in model.layers}
     unused = sorted(n for n in values if n not in names)
+    file_classifier = values.get(CLASSIFIER_LAYER)
+    source = (tuple(file_classifier) if CLASSIFIER_LAYER in not_loaded
+              and file_classifier is not None and len(file_classifier) == 2 else None)
     return LoadReport(spec=str(spec), path=path, sha256=file_sha256(path), loaded=loaded,
                       not_loaded=not_loaded, unused=unused, tensors_loaded=tensors_loaded,
-                      tensors_total=tensors_total)
+                      tensors_total=tensors_total, source_classifier=source)

@@ -15,6 +15,7 @@ from mobilenet_tf.architecture import BLOCKS, VARIANTS
 from mobilenet_tf.options import option as _field
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
+CLASSIFIER_INITS = ("zeros", "source")
 SCHEDULES = ("exponential", "cosine", "constant")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -43,6 +44,12 @@ class TrainConfig:
     initial_weights: str = _field("", "Start from these weights: a .keras/.weights.h5/.h5 "
                                   "file or 'imagenet'; layers whose shapes differ (e.g. the "
                                   "classifier for another class count) keep their init.", "model")
+    classifier_init: str = _field("zeros", "How a classifier that --initial_weights cannot "
+                                  "fill (another class count) starts: 'zeros' (uniform "
+                                  "predictions) or 'source' (the file's own classifier, "
+                                  "mapped onto the new classes by what it predicts on "
+                                  "~50 training images per class; for 'imagenet', Keras' "
+                                  "file with the classifier).", "model")
     freeze_bn: bool = _field(False, "Keep every batch-norm layer in inference mode with "
                              "fixed gamma/beta throughout (fine-tuning small datasets; "
                              "BN-folded pretrained weights need it). Needs "
@@ -165,7 +172,10 @@ class TrainConfig:
         need(0 < self.backbone_lr_scale <= 1, "backbone_lr_scale", "must be in (0, 1]")
         need(0 <= self.frozen_blocks <= BLOCKS[-1].block_id, "frozen_blocks",
              f"must be in [0, {BLOCKS[-1].block_id}] (the blocks of Table 1)")
+        need(self.classifier_init in CLASSIFIER_INITS, "classifier_init",
+             f"allowed values: {list(CLASSIFIER_INITS)}")
         for flag, on in (("freeze_backbone_epochs", self.freeze_backbone_epochs > 0),
+                         ("classifier_init", self.classifier_init != "zeros"),
                          ("freeze_bn", self.freeze_bn),
                          ("frozen_blocks", self.frozen_blocks > 0)):
             need(not on or self.initial_weights, flag,

@@ -80,9 +80,10 @@ def build_task(config: TrainConfig, num_classes: int, steps_per_epoch: int,
                              synchronized_bn=synchronized_bn(strategy),
                              bn_momentum=cfg.bn_momentum,
                              fused_batch_norm=cfg.fused_batch_norm)
-        report = (pretrained.load_initial_weights(model, cfg.initial_weights, cfg.alpha,
-                                                  cfg.resolution)
-                  if cfg.initial_weights and initial_weights else None)
+        report = (pretrained.load_initial_weights(
+            model, cfg.initial_weights, cfg.alpha, cfg.resolution,
+            include_top=cfg.classifier_init == "source")
+            if cfg.initial_weights and initial_weights else None)
         head, backbone = ([], [])
         if fine_tuning(cfg):  # the optimizers cover what the whole phase trains
             head, backbone = finetune.variable_groups(model, cfg.freeze_bn,

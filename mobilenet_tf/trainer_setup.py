@@ -17,7 +17,9 @@ import os
 import keras
 import tensorflow as tf
 
-from mobilenet_tf import checkpointing, distribute, fileio, rundir, run_outputs, train_task
+from mobilenet_tf import (checkpointing, classifier_init, distribute, fileio, rundir,
+                          run_outputs, train_task)
+from mobilenet_tf.pretrained import CLASSIFIER_LAYER
 from mobilenet_tf import tensorboard_logging as tb
 from mobilenet_tf.run_errors import ResumeRefused, writing
 from mobilenet_tf.rundir import RunFiles
@@ -185,6 +187,7 @@ class RunSetup:
             self.record.weights = recorded.weights
         else:
             self._record_initial_weights(self.task.weights_report)
+            self._classifier_from_source(self.task.weights_report)
         self._write_run_files()
 
     def _record_initial_weights(self, report):
@@ -201,6 +204,27 @@ class RunSetup:
                 + "); check --alpha/--variant/--depth_multiplier against the weights")
         self.record.weights.loaded_layers = list(report.loaded)
         self.record.weights.source = report.provenance()
+
+    def _classifier_from_source(self, report):
+        """--classifier_init=source: maps the file's classifier onto the new classes
+        (classifier_init.py) from a pipeline of its own, like the image grids."""
+        if report is None or self.config.classifier_init != "source":
+            return
+        if report.classifier_loaded:
+            self.console.say("Classifier: loaded from the weights file (same classes).")
+            return
+        if report.source_classifier is None:
+            raise ValueError(f"--classifier_init=source: {report.path} has no classifier "
+                             f"({CLASSIFIER_LAYER}) to start from; use weights saved with "
+                             "their classifier, or --classifier_init=zeros")
+        batches = self.train_input.input_fn(tf.distribute.InputContext())
+        limit = classifier_init.SAMPLES_PER_CLASS * self.num_classes
+        done = classifier_init.init_from_source(self.model, report.source_classifier,
+                                                batches, limit)
+        if self.task.ema is not None:
+            self.task.ema.reset()
+        self.console.say(done.summary())
+        self.record.weights.source["classifier"] = done.record()
 
     def _write_run_files(self):
         self.writers = tb.Writers(self.files.workdir, self.chief)

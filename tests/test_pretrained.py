@@ -58,6 +58,10 @@ def test_class_count_change_reinitializes_only_the_classifier(tmp_path, suffix):
             np.testing.assert_array_equal(value, want[key])
     n_tensors = sum(len(layer.weights) for layer in target.layers)
     assert report.tensors_total == n_tensors and report.tensors_loaded == n_tensors - 2
+    # The file's own classifier is kept for --classifier_init=source.
+    for kept, original in zip(report.source_classifier,
+                              source.get_layer("conv_preds").get_weights()):
+        np.testing.assert_array_equal(kept, original)
     assert list(report.not_loaded) == ["conv_preds"] and not report.backbone_not_loaded
     assert "shapes differ" in report.not_loaded["conv_preds"] and not report.classifier_loaded
     assert f"loaded {n_tensors - 2} of {n_tensors} tensors" in report.summary()
@@ -113,11 +117,15 @@ def test_errors_name_the_flag(tmp_path):
         pretrained.load_initial_weights(model, "imagenet", alpha=0.3)
 
 
-def test_imagenet_offline_says_which_file_goes_where(tmp_path, monkeypatch):
+@pytest.mark.parametrize("include_top, name", [(False, "mobilenet_7_5_128_tf_no_top.h5"),
+                                               (True, "mobilenet_7_5_128_tf.h5")])
+def test_imagenet_offline_says_which_file_goes_where(tmp_path, monkeypatch, include_top,
+                                                     name):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    want = tmp_path / "kh" / "models" / "mobilenet_7_5_128_tf_no_top.h5"
+    want = tmp_path / "kh" / "models" / name
     try:
-        path = pretrained.resolve_weights_path("imagenet", alpha=0.75, resolution=128)
+        path = pretrained.resolve_weights_path("imagenet", alpha=0.75, resolution=128,
+                                               include_top=include_top)
     except ValueError as e:  # offline (the normal case here)
         assert "\n" not in str(e) and str(want) in str(e)
         assert str(e).startswith("--initial_weights=imagenet")
