@@ -33,6 +33,12 @@ from mobilenet_tf.pretrained import CLASSIFIER_LAYER
 
 SHARPEN = 2.0  # affinity ** SHARPEN: measured best of 1, 2, 4, 8 and top-k (results.md)
 SAMPLES_PER_CLASS = 50  # training images looked at, per class on average
+MAX_SAMPLES = 4096  # up to this many (1000 classes: about 4 each; 5 each measured fine)
+
+
+def sample_size(num_classes: int) -> int:
+    """How many training images ``init_from_source`` looks at for ``num_classes``."""
+    return min(SAMPLES_PER_CLASS * int(num_classes), MAX_SAMPLES)
 
 
 @dataclasses.dataclass

@@ -48,8 +48,8 @@ class TrainConfig:
                                   "fill (another class count) starts: 'zeros' (uniform "
                                   "predictions) or 'source' (the file's own classifier, "
                                   "mapped onto the new classes by what it predicts on "
-                                  "~50 training images per class; for 'imagenet', Keras' "
-                                  "file with the classifier).", "model")
+                                  "~50 training images per class, 4,096 at most; for "
+                                  "'imagenet', Keras' file with the classifier).", "model")
     freeze_bn: bool = _field(False, "Keep every batch-norm layer in inference mode with "
                              "fixed gamma/beta throughout (fine-tuning small datasets; "
                              "BN-folded pretrained weights need it). Needs "

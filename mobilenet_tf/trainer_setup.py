@@ -218,9 +218,9 @@ class RunSetup:
                              f"({CLASSIFIER_LAYER}) to start from; use weights saved with "
                              "their classifier, or --classifier_init=zeros")
         batches = self.train_input.input_fn(tf.distribute.InputContext())
-        limit = classifier_init.SAMPLES_PER_CLASS * self.num_classes
-        done = classifier_init.init_from_source(self.model, report.source_classifier,
-                                                batches, limit)
+        done = classifier_init.init_from_source(
+            self.model, report.source_classifier, batches,
+            classifier_init.sample_size(self.num_classes))
         if self.task.ema is not None:
             self.task.ema.reset()
         self.console.say(done.summary())

@@ -117,7 +117,7 @@ def test_trainer_starts_from_the_mapped_classifier_once_and_records_it(weights_f
     keras.utils.set_random_seed(run.config.seed)  # the global seed orders the toy input
     classifier_init.init_from_source(again, report.source_classifier,
                                      train.input_fn(tf.distribute.InputContext()),
-                                     classifier_init.SAMPLES_PER_CLASS * run.num_classes)
+                                     classifier_init.sample_size(run.num_classes))
     got = run.model.get_layer("conv_preds").get_weights()
     for a, b in zip(got, again.get_layer("conv_preds").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
