@@ -1,0 +1,69 @@
+"""How good is --classifier_init=source before any training? Held-out top-1 of the mapped
+classifier (mobilenet_tf.classifier_init) for several sharpening powers, with the
+affinity taken from the trainer's own sample (training crops) or from whole photos.
+
+  python experiments/source_start.py --data=/tmp/ft/n100 \\
+      --weights=../shared/data/pretrained/mobilenet_v1_0.75_192_imagenet.weights.h5
+"""
+
+import argparse
+
+import numpy as np
+import tensorflow as tf
+
+from mobilenet_tf import classifier_init, pretrained
+from mobilenet_tf.data import DataConfig, build_input
+from mobilenet_tf.model import mobilenet_v1
+
+
+def features_and_labels(model, batches, limit):
+    features_of = tf.function(tf.keras.Model(
+        model.inputs, model.get_layer(pretrained.CLASSIFIER_LAYER).input))
+    feats, labels = [], []
+    for images, y in batches:
+        feats.append(np.asarray(features_of(images, training=False), np.float64))
+        y = y.numpy()
+        labels.append(y if y.ndim == 2 else np.eye(model.output_shape[-1])[y])
+        if sum(len(f) for f in feats) >= limit:
+            break
+    f = np.concatenate(feats)
+    return f.reshape(len(f), -1), np.concatenate(labels)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--alpha", type=float, default=0.75)
+    p.add_argument("--resolution", type=int, default=224)
+    a = p.parse_args()
+    cfg = DataConfig(dataset=f"folder:{a.data}", image_size=(a.resolution,) * 2,
+                     crop_fraction=1.0, min_area=0.25)
+    train = build_input(cfg, "train", training=True, global_batch_size=32)
+    names = train.class_names
+    model = mobilenet_v1((a.resolution,) * 2 + (3,), alpha=a.alpha,
+                         num_classes=len(names), classifier_activation=None)
+    report = pretrained.load_initial_weights(model, a.weights, a.alpha, a.resolution)
+    kernel, bias = report.source_classifier
+    kernel = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+    limit = classifier_init.sample_size(len(names))
+    held_out = build_input(cfg, "validation", training=False, global_batch_size=50,
+                           class_names=names)
+    fv, yv = features_and_labels(model, held_out.input_fn(None), 10**9)
+    samples = {"training crops (the trainer's)": train.input_fn(tf.distribute.InputContext()),
+               "whole photos": build_input(cfg, "train", training=False,
+                                           global_batch_size=50).input_fn(None)
+               .unbatch().shuffle(10**4, seed=0).batch(50)}
+    for name, batches in samples.items():
+        f, y = features_and_labels(model, batches, limit)
+        sums, mass = classifier_init.affinity(f, y, kernel, np.asarray(bias, np.float64))
+        rows = sums / mass[:, None]
+        for power in (1, 2, 4, 8):
+            k, b = classifier_init.mapped_classifier(rows, kernel, bias, sharpen=power)
+            top1 = np.mean(np.argmax(fv @ k + b, 1) == np.argmax(yv, 1))
+            print(f"affinity from {len(f)} {name}, power {power}: held-out top-1 "
+                  f"{100 * top1:.1f}% ({len(fv)} photos)")
+
+
+if __name__ == "__main__":
+    main()
