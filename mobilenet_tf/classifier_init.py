@@ -101,6 +101,10 @@ def init_from_source(model: keras.Model, source_classifier, batches,
     kernel = np.asarray(source_classifier[0], np.float64)
     kernel = kernel.reshape(-1, kernel.shape[-1])  # 1x1xDxK -> DxK
     bias = np.asarray(source_classifier[1], np.float64)
+    if kernel.shape[0] != layer.kernel.shape[-2]:
+        raise ValueError(f"--classifier_init=source: the weights file's classifier takes "
+                         f"{kernel.shape[0]} features, this model gives it "
+                         f"{layer.kernel.shape[-2]}; use --classifier_init=zeros")
     features_of = tf.function(keras.Model(model.inputs, layer.input))
     sums, mass, feats, labels = 0.0, 0.0, [], []
     for images, y in batches:

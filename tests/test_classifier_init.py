@@ -139,11 +139,39 @@ def test_a_resumed_run_keeps_its_trained_classifier(weights_file, tmp_path):
     assert recorded["weights"]["source"]["classifier"]["classifier_init"] == "source"
 
 
+def test_a_classifier_of_the_same_classes_is_loaded_as_it_is(tmp_path, capsys):
+    path = str(tmp_path / "same.weights.h5")
+    same = _net(4, seed=6)  # the toy task's 4 classes
+    same.save_weights(path)
+    run, _ = _setup(tmp_path / "run", path, classifier_init="source", verbose=2)
+    for a, b in zip(run.model.get_layer("conv_preds").get_weights(),
+                    same.get_layer("conv_preds").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert "Classifier: loaded from the weights file (same classes)." in capsys.readouterr().out
+
+
 def test_source_start_needs_a_file_with_a_classifier(tmp_path):
     path = str(tmp_path / "notop.weights.h5")
     _net(OLD, include_top=False).save_weights(path)
     with pytest.raises(ValueError, match="--classifier_init=source: .* has no classifier"):
         _setup(tmp_path / "run", path, classifier_init="source")
+
+
+def test_a_file_classifier_of_another_width_is_refused(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False,
+                            name="conv1")(inputs)  # loads into the builder's stem
+    x = keras.layers.Conv2D(5, 1, name="narrow")(x)
+    outputs = keras.layers.Conv2D(OLD, 1, name="conv_preds")(x)  # 5 features, not 256
+    path = str(tmp_path / "odd.weights.h5")
+    keras.Model(inputs, outputs).save_weights(path)
+    new = _net(3)
+    report = pretrained.load_initial_weights(new, path)
+    assert report.source_classifier[0].shape == (1, 1, 5, OLD)
+    batches = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 32, 32, 3), "float32"), np.zeros(4, "int32"))).batch(2)
+    with pytest.raises(ValueError, match="takes 5 features, this model gives it 256"):
+        classifier_init.init_from_source(new, report.source_classifier, batches, 4)
 
 
 @pytest.mark.parametrize("options, message", [
