@@ -4,7 +4,7 @@ When the class count changes, the file's classifier (ImageNet's 1001 classes, sa
 be loaded, and by default the new one starts at zero. ``source`` maps the old classifier
 onto the new classes instead, from what it predicts on the training images:
 
-1. the pretrained network looks at a few hundred training images (``sample`` batches)
+1. the pretrained network looks at a few hundred training images (``batches``)
    and the old classifier's softmax on each is averaged per new class (soft labels, as
    MixUp makes them, weigh each image): ``affinity[c, k]``, how much new class c looks
    like old class k to the pretrained network;
@@ -31,9 +31,9 @@ import tensorflow as tf
 
 from mobilenet_tf.pretrained import CLASSIFIER_LAYER
 
-SHARPEN = 2.0  # affinity ** SHARPEN: measured best of 1, 2, 4, 8 and top-k (results.md)
+SHARPEN = 2.0  # powers 2, 4 and 8 did equally well, 1 clearly worse (results.md)
 SAMPLES_PER_CLASS = 50  # training images looked at, per class on average
-MAX_SAMPLES = 4096  # up to this many (1000 classes: about 4 each; 5 each measured fine)
+MAX_SAMPLES = 4096  # but no more than this (1000 classes: about 4 each)
 
 
 def sample_size(num_classes: int) -> int:
