@@ -31,6 +31,11 @@ from mobilenet_tf import trainer
 kill_at = int(os.environ.get("KILL_AT", "-1"))
 
 class Killed(trainer.Trainer):
+    def _classifier_from_source(self, report):  # KILL_AT=0: right after the mapping
+        super()._classifier_from_source(report)
+        if kill_at == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def _save(self, step):
         path = super()._save(step)
         if step == kill_at:
@@ -91,3 +96,17 @@ def test_sigkill_in_each_phase_resumes_in_the_right_phase(weights, tmp_path):
     reference = _run(str(tmp_path / "reference"), config)
     assert json.loads(reference.stdout.split("RESULT ")[1]) == result
     assert np.isfinite(float(json.load(open(os.path.join(workdir, "summary.json")))["top1"]))
+
+
+def test_sigkill_right_after_the_classifier_mapping_starts_over_cleanly(weights, tmp_path):
+    """--classifier_init=source maps before step 0: killed there, nothing to resume; the
+    next command maps again and trains as an uninterrupted run does."""
+    config = {**_config(weights), "classifier_init": "source", "epochs": 1}
+    workdir = str(tmp_path / "run")
+    killed = _run(workdir, config, kill_at=0)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "Classifier: started from the weights file's 7-class classifier" in killed.stdout
+    done = _run(workdir, config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming" not in done.stdout and "Classifier: started" in done.stdout
+    assert json.loads(done.stdout.split("RESULT ")[1]) == dict(head=4, backbone=0, step=4)
