@@ -37,6 +37,7 @@ def test_flat_folder_train_evaluate_export_predict(tmp_path):
                "--freeze_backbone_epochs=1", f"--workdir={run}", "--verbose=2",
                "--nolog_images")
     assert "loaded" in out and "backbone from block 7 on unfrozen at 0.01x" in out
+    assert "Classifier: started from the weights file's 7-class classifier" in out
     every = json.loads(_cli("mobilenet_tf.evaluate", f"--model={run}",
                             f"--dataset=folder:{photos}", "--json").splitlines()[-1])
     assert every["num_images"] == 20 * len(CLASSES) and every["split"] == "all"
