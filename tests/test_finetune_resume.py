@@ -1,5 +1,6 @@
 """A SIGKILL at any moment of a fine-tuning run resumes in the right phase: killed right
-after a checkpoint in the head phase, then again in the whole-network phase, the run
+after the classifier mapping (before step 0), then right after a checkpoint in the head
+phase, then again in the whole-network phase, the run
 ends with the step counts of an uninterrupted run (the backbone's optimizer stepped
 only after the switch)."""
 
@@ -76,8 +77,14 @@ def weights(tmp_path_factory):
 
 def test_sigkill_in_each_phase_resumes_in_the_right_phase(weights, tmp_path):
     workdir = str(tmp_path / "run")
-    config = _config(weights)
+    config = {**_config(weights), "classifier_init": "source"}
+    # Killed right after --classifier_init=source maps the classifier (before step 0):
+    # nothing to resume; the next command starts over and maps again.
+    killed = _run(workdir, config, kill_at=0)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "Classifier: started from the weights file's 7-class classifier" in killed.stdout
     killed = _run(workdir, config, kill_at=2)  # head phase, mid-epoch
+    assert "Resuming" not in killed.stdout and "Classifier: started" in killed.stdout
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     killed = _run(workdir, config, kill_at=6)  # resumed at 2; dies in the whole phase
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -97,16 +104,3 @@ def test_sigkill_in_each_phase_resumes_in_the_right_phase(weights, tmp_path):
     assert json.loads(reference.stdout.split("RESULT ")[1]) == result
     assert np.isfinite(float(json.load(open(os.path.join(workdir, "summary.json")))["top1"]))
 
-
-def test_sigkill_right_after_the_classifier_mapping_starts_over_cleanly(weights, tmp_path):
-    """--classifier_init=source maps before step 0: killed there, nothing to resume; the
-    next command maps again and trains as an uninterrupted run does."""
-    config = {**_config(weights), "classifier_init": "source", "epochs": 1}
-    workdir = str(tmp_path / "run")
-    killed = _run(workdir, config, kill_at=0)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert "Classifier: started from the weights file's 7-class classifier" in killed.stdout
-    done = _run(workdir, config)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Resuming" not in done.stdout and "Classifier: started" in done.stdout
-    assert json.loads(done.stdout.split("RESULT ")[1]) == dict(head=4, backbone=0, step=4)
