@@ -16,20 +16,6 @@ from mobilenet_tf.data import DataConfig, build_input
 from mobilenet_tf.model import mobilenet_v1
 
 
-def features_and_labels(model, batches, limit):
-    features_of = tf.function(tf.keras.Model(
-        model.inputs, model.get_layer(pretrained.CLASSIFIER_LAYER).input))
-    feats, labels = [], []
-    for images, y in batches:
-        feats.append(np.asarray(features_of(images, training=False), np.float64))
-        y = y.numpy()
-        labels.append(y if y.ndim == 2 else np.eye(model.output_shape[-1])[y])
-        if sum(len(f) for f in feats) >= limit:
-            break
-    f = np.concatenate(feats)
-    return f.reshape(len(f), -1), np.concatenate(labels)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -49,13 +35,13 @@ def main():
     limit = classifier_init.sample_size(len(names))
     held_out = build_input(cfg, "validation", training=False, global_batch_size=50,
                            class_names=names)
-    fv, yv = features_and_labels(model, held_out.input_fn(None), 10**9)
+    fv, yv = classifier_init.sample_features(model, held_out.input_fn(None), 10**9)
     samples = {"training crops (the trainer's)": train.input_fn(tf.distribute.InputContext()),
                "whole photos": build_input(cfg, "train", training=False,
                                            global_batch_size=50).input_fn(None)
                .unbatch().shuffle(10**4, seed=0).batch(50)}
     for name, batches in samples.items():
-        f, y = features_and_labels(model, batches, limit)
+        f, y = classifier_init.sample_features(model, batches, limit)
         sums, mass = classifier_init.affinity(f, y, kernel, np.asarray(bias, np.float64))
         rows = sums / mass[:, None]
         for power in (1, 2, 4, 8):

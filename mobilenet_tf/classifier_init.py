@@ -91,13 +91,33 @@ def _one_hot(labels, num_classes):
     return labels.astype(np.float64)
 
 
+def sample_features(model: keras.Model, batches, limit: int):
+    """(N x D pooled features the classifier sees, N x C float labels) of the first
+    batches of ``batches`` ((images, int or one-hot labels)) that hold ``limit`` images,
+    computed in inference mode."""
+    layer = model.get_layer(CLASSIFIER_LAYER)
+    num_classes = int(layer.kernel.shape[-1])
+    features_of = tf.function(keras.Model(model.inputs, layer.input))
+    feats, labels, seen = [], [], 0
+    for images, y in batches:
+        f = np.asarray(features_of(images, training=False), np.float64)
+        feats.append(f.reshape(f.shape[0], -1))
+        labels.append(_one_hot(y, num_classes))
+        seen += f.shape[0]
+        if seen >= limit:
+            break
+    if not feats:
+        raise ValueError("--classifier_init=source: the training split gave no images to "
+                         "map the weights file's classifier with")
+    return np.concatenate(feats), np.concatenate(labels)
+
+
 def init_from_source(model: keras.Model, source_classifier, batches,
                      limit: int) -> SourceInit:
     """Sets ``model``'s classifier (``conv_preds``) from ``source_classifier`` (the
     file's (kernel, bias), pretrained.LoadReport.source_classifier), looking at up to
     ``limit`` images of ``batches`` ((images, labels) batches: int or one-hot labels)."""
     layer = model.get_layer(CLASSIFIER_LAYER)
-    num_classes = int(layer.kernel.shape[-1])
     kernel = np.asarray(source_classifier[0], np.float64)
     kernel = kernel.reshape(-1, kernel.shape[-1])  # 1x1xDxK -> DxK
     bias = np.asarray(source_classifier[1], np.float64)
@@ -105,25 +125,12 @@ def init_from_source(model: keras.Model, source_classifier, batches,
         raise ValueError(f"--classifier_init=source: the weights file's classifier takes "
                          f"{kernel.shape[0]} features, this model gives it "
                          f"{layer.kernel.shape[-2]}; use --classifier_init=zeros")
-    features_of = tf.function(keras.Model(model.inputs, layer.input))
-    sums, mass, feats, labels = 0.0, 0.0, [], []
-    for images, y in batches:
-        f = np.asarray(features_of(images, training=False), np.float64)
-        f, y = f.reshape(f.shape[0], -1), _one_hot(y, num_classes)
-        s, m = affinity(f, y, kernel, bias)
-        sums, mass = sums + s, mass + m
-        feats.append(f)
-        labels.append(y)
-        if sum(len(b) for b in feats) >= limit:
-            break
-    if not feats:
-        raise ValueError("--classifier_init=source: the training split gave no images to "
-                         "map the weights file's classifier with")
+    f, y = sample_features(model, batches, limit)
+    sums, mass = affinity(f, y, kernel, bias)
     rows = sums / np.maximum(mass, 1e-12)[:, None]
     new_kernel, new_bias = mapped_classifier(rows, kernel, bias)
     layer.kernel.assign(new_kernel.reshape(layer.kernel.shape))
     layer.bias.assign(new_bias)
-    f, y = np.concatenate(feats), np.concatenate(labels)
     top1 = float(np.mean(np.argmax(f @ new_kernel + new_bias, 1) == np.argmax(y, 1)))
     return SourceInit(source_classes=int(kernel.shape[1]), examples=float(mass.sum()),
                       sample_top1=top1,
