@@ -32,7 +32,7 @@ p.add_argument("--eval_every", type=int, default=1); p.add_argument("--scratch",
 p.add_argument("--single", type=int, default=0); p.add_argument("--crop", type=float, default=0.875); p.add_argument("--out", default=None); p.add_argument("--head_zero", type=int, default=1)
 a = p.parse_args()
 import tensorflow as tf, keras
-from mobilenet_tf.model import mobilenet_v1
+from mobilenet_tf.model.builder import mobilenet_v1
 from mobilenet_tf import data
 t_start, c_start = time.time(), time.process_time()
 cfg = data.DataConfig(dataset=f"folder:{a.data}", image_size=a.res, min_area=a.min_area, seed=0, crop_fraction=a.crop)

@@ -1,5 +1,5 @@
 """How good is --classifier_init=source before any training? Held-out top-1 of the mapped
-classifier (mobilenet_tf.classifier_init) for several sharpening powers, with the
+classifier (mobilenet_tf.training.classifier_init) for several sharpening powers, with the
 affinity taken from the trainer's own sample (training crops) or from whole photos.
 
   python experiments/source_start.py --data=/tmp/ft/n100 \\
@@ -11,9 +11,10 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf import classifier_init, pretrained
+from mobilenet_tf.training import classifier_init
+from mobilenet_tf.model import pretrained
 from mobilenet_tf.data import DataConfig, build_input
-from mobilenet_tf.model import mobilenet_v1
+from mobilenet_tf.model.builder import mobilenet_v1
 
 
 def main():

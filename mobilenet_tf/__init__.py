@@ -6,7 +6,8 @@ command lines can parse their flags without importing TensorFlow.
 
 from mobilenet_tf.lazy_imports import module_getattr
 
-_EXPORTS = {"mobilenet_v1": "model", "profile": "profiler", "profile_model": "profiler"}
+_EXPORTS = {"mobilenet_v1": "model.builder", "profile": "model.costs",
+            "profile_model": "model.costs"}
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ A command line defines its flags with ``define`` (a topic per flag), checks them
 
     def main(argv):
         ...                                  # a bad value: raise cli.UsageError(...)
-        evaluation = cli.load("mobilenet_tf.evaluation")
+        evaluation = cli.load("mobilenet_tf.inference.evaluation")
 
     if __name__ == "__main__":
         cli.run(main, __doc__)

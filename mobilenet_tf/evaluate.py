@@ -12,13 +12,14 @@ import json
 
 from absl import flags
 
-from mobilenet_tf import cli, rundir
+from mobilenet_tf import cli
+from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 from mobilenet_tf.data.specs import DATASET_FORMS, parse_split
 
 _MODEL = cli.define("model", flags.DEFINE_string, "model", None,
                     f"The model to evaluate: {cli.MODEL_FORMS}.", required=True)
-_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(rundir.MODELS),
+_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(run_record.MODELS),
                          "Which Keras model of a run directory: best (best validation "
                          "top-1) or final (the last, EMA, weights).")
 _DATASET = cli.define("data", flags.DEFINE_string, "dataset", None,
@@ -54,7 +55,7 @@ def main(argv):
         raise cli.UsageError(f"--max_images={_MAX_IMAGES.value} must be >= 1")
     if _CROP.value is not None and not 0 < _CROP.value <= 1:
         raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
-    evaluation = cli.load("mobilenet_tf.evaluation")
+    evaluation = cli.load("mobilenet_tf.inference.evaluation")
     cli.quiet_litert_banner(_MODEL.value)
     config = evaluation.EvalConfig(model=_MODEL.value, dataset=_DATASET.value,
                                    split=_SPLIT.value, data_dir=_DATA_DIR.value,

@@ -18,7 +18,7 @@ import sys
 from absl import flags
 
 from mobilenet_tf import cli
-from mobilenet_tf.export_config import ExportConfig
+from mobilenet_tf.serving.config import ExportConfig
 
 EXIT_VERIFICATION_FAILED = 2
 _DEFINE = {"str": flags.DEFINE_string, "str | None": flags.DEFINE_string,
@@ -50,7 +50,7 @@ def main(argv):
                          "mobilenet_tf.train")
     if config.dataset:
         cli.check_dataset(config.dataset)
-    exporter = cli.load("mobilenet_tf.exporter")
+    exporter = cli.load("mobilenet_tf.serving.exporter")
     try:
         with cli.quiet_native_stderr():  # the converter's C++/MLIR chatter
             report = exporter.export(config)

@@ -18,13 +18,14 @@ import sys
 
 from absl import flags
 
-from mobilenet_tf import cli, rundir
+from mobilenet_tf import cli
+from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
 _MODEL = cli.define("model", flags.DEFINE_string, "model", None,
                     f"The model: {cli.MODEL_FORMS}.", required=True)
 _CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best",
-                         sorted(rundir.MODELS), "Which Keras model of a run directory: best "
+                         sorted(run_record.MODELS), "Which Keras model of a run directory: best "
                          "(best validation top-1) or final (the last, EMA, weights).")
 _CROP = cli.define("data", flags.DEFINE_float, "crop_fraction", None,
                    "Eval center crop in (0, 1] (default: the run's, else "
@@ -46,7 +47,8 @@ class PredictConfig:
 
 
 def run(config: PredictConfig) -> int:
-    from mobilenet_tf import loading, prediction
+    from mobilenet_tf.inference import loading
+    from mobilenet_tf.inference import prediction
 
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
                                          crop_fraction=config.crop_fraction)
@@ -77,7 +79,7 @@ def main(argv):
     config = PredictConfig(model=_MODEL.value, inputs=tuple(argv[1:]),
                            checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
                            crop_fraction=_CROP.value, json=_JSON.value)
-    cli.load("mobilenet_tf.prediction")
+    cli.load("mobilenet_tf.inference.prediction")
     cli.quiet_litert_banner(config.model)
     try:
         return run(config)

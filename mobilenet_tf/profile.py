@@ -10,7 +10,7 @@ import json
 from absl import flags
 
 from mobilenet_tf import cli
-from mobilenet_tf.architecture import MIN_RESOLUTION, VARIANTS
+from mobilenet_tf.model.architecture import MIN_RESOLUTION, VARIANTS
 
 _ALPHA = cli.define("model", flags.DEFINE_float, "alpha", 1.0,
                     "Width multiplier (> 0; paper: 1.0, 0.75, 0.5, 0.25).")
@@ -60,8 +60,8 @@ def main(argv):
     for flag in (_NUM_CLASSES, _DEPTH_MULTIPLIER):
         if flag.value < 1:
             raise cli.UsageError(f"--{flag.name}={flag.value} must be >= 1")
-    profiler = cli.load("mobilenet_tf.profiler")
-    from mobilenet_tf import paper
+    profiler = cli.load("mobilenet_tf.model.costs")
+    from mobilenet_tf.model import paper
 
     try:
         prof = profiler.profile(alpha=_ALPHA.value, resolution=resolution,

@@ -18,7 +18,8 @@ import sys
 
 from absl import flags
 
-from mobilenet_tf import cli, train_config
+from mobilenet_tf import cli
+from mobilenet_tf.training import config as train_config
 from mobilenet_tf.data.config import DataConfig
 
 FLAGS = flags.FLAGS
@@ -52,7 +53,7 @@ def main(argv):
     except ValueError as err:
         raise cli.UsageError(str(err)) from err
     cli.check_dataset(config.data.dataset)
-    trainer = cli.load("mobilenet_tf.trainer")  # TensorFlow: only once the flags are valid
+    trainer = cli.load("mobilenet_tf.training.trainer")  # TensorFlow: only once the flags are valid
     try:
         trainer.train_and_evaluate(config, FLAGS.workdir)
     except trainer.RunError as err:  # exit status per reason: docs/training.md

@@ -89,7 +89,7 @@ RUN_CONFIG = dict(alpha=0.25, resolution=IMAGE_SIZE, batch_size=30, epochs=12, d
 def run_dir(tmp_path_factory, image_root) -> str:
     """A finished run directory written by ``trainer.train_and_evaluate`` on the shapes
     folder (about 45 s on 2 CPU cores; ~90% validation top-1)."""
-    from mobilenet_tf import trainer
+    from mobilenet_tf.training import trainer
     from mobilenet_tf.data import DataConfig
 
     run = str(tmp_path_factory.mktemp("run"))
@@ -121,7 +121,7 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
 @pytest.fixture(scope="session")
 def exported(run_dir, tmp_path_factory) -> tuple[str, dict]:
     """The run exported to every format (export dir, report)."""
-    from mobilenet_tf import exporter
+    from mobilenet_tf.serving import exporter
 
     export_dir = str(tmp_path_factory.mktemp("export"))
     report = exporter.export(exporter.ExportConfig(

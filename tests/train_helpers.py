@@ -92,7 +92,7 @@ def main():
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from mobilenet_tf import trainer
+    from mobilenet_tf.training import trainer
 
     config = trainer.TrainConfig(**json.loads(args.config))
     train, evaluation = toy_inputs(**json.loads(args.toy))

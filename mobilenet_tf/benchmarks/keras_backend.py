@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from mobilenet_tf.benchmarks.settings import parse_settings  # noqa: E402
-from mobilenet_tf.model import mobilenet_v1  # noqa: E402
+from mobilenet_tf.model.builder import mobilenet_v1  # noqa: E402
 
 FLAGS = flags.FLAGS
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf import trainer
+from mobilenet_tf.training import trainer
 
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train.py")
 TIMM_PYTHON_ENV = "MOBILENET_TF_TIMM_PYTHON"

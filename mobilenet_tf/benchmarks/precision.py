@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
-from mobilenet_tf import trainer
+from mobilenet_tf.training import trainer
 from mobilenet_tf.benchmarks import measure
 from mobilenet_tf.benchmarks.settings import parse_settings
 

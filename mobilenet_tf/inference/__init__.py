@@ -1,0 +1,2 @@
+"""Inference on trained models: loading any saved form (run directory, .keras,
+SavedModel, .tflite) as one classifier, evaluation and prediction."""

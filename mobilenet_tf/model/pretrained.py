@@ -1,0 +1,203 @@
+"""Starting a model from pretrained weights (``--initial_weights``).
+
+``load_initial_weights(model, spec, alpha=..., resolution=...)`` copies weights into
+``model`` layer by layer, by layer name, wherever every tensor's shape matches, and
+returns a :class:`LoadReport`: what was loaded, what was not and why, and a provenance
+record (the spec, the resolved file, its sha256) for the run directory. Layers it does
+not load keep the values they were built with, so a classifier whose class count
+differs from the file's (``conv_preds``) stays freshly initialized while the rest of the
+network is the pretrained one (by default that new classifier starts at zero).
+
+``spec`` is ``"imagenet"`` (Keras' published no-top file for ``alpha`` and
+``resolution``, taken from the Keras cache, downloaded when online) or a weights file:
+
+- ``.weights.h5`` written by Keras 3 ``save_weights`` (e.g. the project's shared
+  ImageNet files, 1001 outputs);
+- ``.keras`` (the weights inside are read; the model is not deserialized);
+- a legacy Keras 2 ``.h5`` (``keras.applications`` files, full-model or weights-only).
+
+The file is read directly with h5py, so it may come from a model with any class count
+or without a top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import zipfile
+
+import h5py
+import numpy as np
+
+CLASSIFIER_LAYER = "conv_preds"  # the builder's classifier (re-initialized on mismatch)
+IMAGENET = "imagenet"
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What ``load_initial_weights`` did."""
+
+    spec: str  # as given: "imagenet" or a path
+    path: str  # the file read
+    sha256: str
+    loaded: list  # names of the layers loaded
+    not_loaded: dict  # layer name -> why (not in the file / shapes differ)
+    unused: list  # layers of the file that this model does not have
+    tensors_loaded: int
+    tensors_total: int  # tensors of the model's layers
+    # The file's own classifier (kernel, bias) when it has one that was not loaded (a
+    # class-count change): what classifier_init.init_from_source maps onto new classes.
+    source_classifier: tuple | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def classifier_loaded(self) -> bool:
+        return CLASSIFIER_LAYER in self.loaded
+
+    @property
+    def backbone_not_loaded(self) -> list:
+        """Layers other than the classifier left at their initial values."""
+        return [n for n in self.not_loaded if n != CLASSIFIER_LAYER]
+
+    def provenance(self) -> dict:
+        """JSON-ready record of where the weights came from (for the run directory)."""
+        return {"spec": self.spec, "path": os.path.abspath(self.path),
+                "sha256": self.sha256, "tensors_loaded": self.tensors_loaded,
+                "tensors_total": self.tensors_total, "layers_loaded": len(self.loaded),
+                "not_loaded": dict(self.not_loaded), "unused_in_file": list(self.unused)}
+
+    def summary(self) -> str:
+        """One line, plus one line per layer not loaded."""
+        lines = [f"Initial weights {self.spec!r} ({self.path}, sha256 {self.sha256[:12]}): "
+                 f"loaded {self.tensors_loaded} of {self.tensors_total} tensors "
+                 f"({len(self.loaded)} layers); {len(self.not_loaded)} layers not loaded"
+                 + (":" if self.not_loaded else ".")]
+        lines += [f"  {name}: {why}" for name, why in self.not_loaded.items()]
+        return "\n".join(lines)
+
+
+def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224,
+                         include_top: bool = False) -> str:
+    """The file behind ``spec``; ValueError naming --initial_weights (one line) when it
+    cannot be had. ``include_top``: for "imagenet", Keras' file with the 1000-class
+    classifier (--classifier_init=source needs it) instead of the no-top one."""
+    if spec == IMAGENET:
+        from mobilenet_tf.model.builder import PAPER_ALPHAS, imagenet_weights_path
+
+        if alpha not in PAPER_ALPHAS:
+            raise ValueError(f"--initial_weights=imagenet: Keras publishes ImageNet weights "
+                             f"for --alpha in {list(PAPER_ALPHAS)} only, not {alpha}; pass "
+                             "a weights file instead")
+        try:
+            return imagenet_weights_path(alpha, int(resolution), include_top=include_top)
+        except ValueError as e:  # offline: the message names the file and where it goes
+            raise ValueError("--initial_weights=imagenet: " + " ".join(str(e).split())
+                             ) from None
+    if not isinstance(spec, (str, os.PathLike)) or not os.path.isfile(spec):
+        raise ValueError(f"--initial_weights={spec!r}: no such file; use 'imagenet' or a "
+                         ".weights.h5, .keras or .h5 file")
+    return str(spec)
+
+
+def read_weight_file(path: str) -> dict:
+    """``{layer name: [arrays in the layer's variable order]}`` from a weights file."""
+    try:
+        if zipfile.is_zipfile(path):  # .keras: a zip holding model.weights.h5
+            with zipfile.ZipFile(path) as z:
+                buffer = io.BytesIO(z.read("model.weights.h5"))
+            with h5py.File(buffer, "r") as f:
+                return _read_keras3(f, path)
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "model_weights" in f:
+                return _read_legacy(f.get("model_weights", f))
+            return _read_keras3(f, path)
+    except (OSError, KeyError) as e:
+        raise ValueError(f"--initial_weights={path}: cannot read it as Keras weights "
+                         f"(.weights.h5, .keras or .h5): {' '.join(str(e).split())[:200]}"
+                         ) from None
+
+
+def _read_keras3(f: h5py.File, path: str) -> dict:
+    found = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and name.split("/")[-1] == "vars" and len(obj):
+            layer = obj.attrs.get("name")
+            if layer is not None:
+                found[str(layer)] = [np.asarray(obj[str(i)]) for i in range(len(obj))]
+
+    f.visititems(visit)
+    if not found:
+        raise ValueError(f"--initial_weights={path}: the file names no layers (written by "
+                         "an older Keras?); load it into its model and save that as .keras")
+    return found
+
+
+def _read_legacy(group: h5py.Group) -> dict:
+    found = {}
+    for layer in group.attrs["layer_names"]:
+        layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+        g = group[layer]
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in g.attrs.get("weight_names", [])]
+        if names:
+            found[layer] = [np.asarray(g[n]) for n in names]
+    return found
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int = 224,
+                         zero_new_classifier: bool = True,
+                         include_top: bool = False) -> LoadReport:
+    """Loads ``spec`` into ``model`` by layer name where all shapes match (see the module
+    docstring); ValueError naming --initial_weights when no layer matches.
+
+    ``zero_new_classifier``: a classifier not loaded from the file starts at zero (uniform
+    predictions, loss ln K) instead of its random init, whose logits on pretrained
+    features are large and random; with it the head-only phase converges in about one
+    epoch (measured in docs/finetuning.md)."""
+    path = resolve_weights_path(spec, alpha, resolution)
+    values = read_weight_file(path)
+    loaded, not_loaded, tensors_loaded, tensors_total = [], {}, 0, 0
+    for layer in model.layers:
+        store = {}
+        layer.save_own_variables(store)  # the layer's own variables, in its save order
+        if not store:
+            continue
+        ordered = [store[str(i)] for i in range(len(store))]
+        tensors_total += len(ordered)
+        source = values.get(layer.name)
+        if source is None:
+            not_loaded[layer.name] = "not in the file"
+            continue
+        want = [tuple(v.shape) for v in ordered]
+        have = [tuple(a.shape) for a in source]
+        if want != have:
+            not_loaded[layer.name] = f"shapes differ: file {have}, model {want}"
+            continue
+        layer.load_own_variables({str(i): a for i, a in enumerate(source)})
+        loaded.append(layer.name)
+        tensors_loaded += len(source)
+    if not loaded:
+        raise ValueError(f"--initial_weights={spec!r}: no layer of {path} matches this model "
+                         "(check --alpha, --variant and --depth_multiplier against the "
+                         "model the weights came from)")
+    if zero_new_classifier and CLASSIFIER_LAYER in not_loaded:
+        for v in model.get_layer(CLASSIFIER_LAYER).weights:
+            v.assign(np.zeros(v.shape, v.dtype))
+    names = {layer.name for layer in model.layers}
+    unused = sorted(n for n in values if n not in names)
+    file_classifier = values.get(CLASSIFIER_LAYER)
+    source = (tuple(file_classifier) if CLASSIFIER_LAYER in not_loaded
+              and file_classifier is not None and len(file_classifier) == 2 else None)
+    return LoadReport(spec=str(spec), path=path, sha256=file_sha256(path), loaded=loaded,
+                      not_loaded=not_loaded, unused=unused, tensors_loaded=tensors_loaded,
+                      tensors_total=tensors_total, source_classifier=source)

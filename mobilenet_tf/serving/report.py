@@ -1,0 +1,117 @@
+"""The export report: its checks (which fail an export, which are advisory) and its
+human-readable form, ``export_report.md``."""
+
+from __future__ import annotations
+
+from mobilenet_tf.data import preprocessing
+from mobilenet_tf.serving.config import ExportConfig
+
+
+def checks(config: ExportConfig, report: dict) -> list[dict]:
+    """The export's checks: fatal ones (float32 TFLite and the SavedModel reproduce Keras;
+    int8 input takes raw pixels) and advisory targets (int8 accuracy, size, latency)."""
+    checks = []
+    f32 = report["tflite"].get("float32")
+    if f32:
+        ok_agree = f32["top1_agreement_with_keras"] >= config.min_float32_agreement
+        ok_diff = f32["max_abs_prob_diff"] <= config.max_float32_prob_diff
+        checks.append({
+            "name": "float32 TFLite reproduces Keras", "fatal": True,
+            "passed": bool(ok_agree and ok_diff),
+            "message": (f"float32 TFLite top-1 agreement with Keras "
+                        f"{100 * f32['top1_agreement_with_keras']:.2f}% (min "
+                        f"{100 * config.min_float32_agreement:.2f}%), max |p - p_keras| "
+                        f"{f32['max_abs_prob_diff']:.2e} (max "
+                        f"{config.max_float32_prob_diff:.0e})")})
+    sm = report.get("saved_model")
+    if sm:
+        ok = (sm["top1_agreement_with_keras"] >= config.min_float32_agreement
+              and sm["max_abs_prob_diff"] <= config.max_float32_prob_diff)
+        checks.append({"name": "SavedModel reproduces Keras", "fatal": True, "passed": bool(ok),
+                       "message": (f"SavedModel top-1 agreement with Keras "
+                                   f"{100 * sm['top1_agreement_with_keras']:.2f}%, max |p - "
+                                   f"p_keras| {sm['max_abs_prob_diff']:.2e}")})
+    int8 = report["tflite"].get("int8")
+    ref = f32 or None
+    if int8 and int8["input"]["dtype"] == "uint8":
+        scale, zero_point = int8["input"]["quantization"]
+        raw = (abs(scale * preprocessing.STD - 1) < 1e-3
+               and abs(zero_point - preprocessing.MEAN) <= 0.5)
+        checks.append({
+            "name": "int8 uint8 input takes raw pixels", "fatal": True, "passed": bool(raw),
+            "message": (f"int8 input quantization scale {scale:.6f} zero point {zero_point:g}"
+                        f" (raw pixels need 1/{preprocessing.STD:g} and "
+                        f"{preprocessing.MEAN:g} +- 0.5, as MediaPipe feeds uint8 models)")})
+    if int8:
+        ref_top1 = ref["top1"] if ref else report["keras"]["top1"]
+        change = 100 * (int8["top1"] - ref_top1)
+        report["int8_top1_change_points"] = change
+        report["int8_reference"] = "float32 TFLite" if ref else "Keras"
+        checks.append({"name": "int8 top-1 within 1.0 point of float", "fatal": False,
+                       "passed": bool(change >= -1.0),
+                       "message": (f"int8 top-1 change vs {report['int8_reference']}: "
+                                   f"{change:+.2f} points")})
+        if f32:
+            size_ratio = int8["size_bytes"] / f32["size_bytes"]
+            checks.append({"name": "int8 size <= 0.3x float32", "fatal": False,
+                           "passed": bool(size_ratio <= 0.3),
+                           "message": f"int8/float32 size ratio {size_ratio:.3f}"})
+            lat8, lat32 = int8["latency_ms"].get("1"), f32["latency_ms"].get("1")
+            if lat8 and lat32:
+                checks.append({"name": "int8 latency <= 0.5x float32 (1 thread)",
+                               "fatal": False, "passed": bool(lat8 / lat32 <= 0.5),
+                               "message": f"int8/float32 median latency ratio "
+                                          f"{lat8 / lat32:.3f} (1 thread)"})
+    return checks
+
+
+def format_report(report: dict) -> str:
+    """The human-readable export_report.md."""
+    lines = ["# Export report", "",
+             f"- run: `{report['workdir']}`", f"- checkpoint: `{report['checkpoint']}`",
+             f"- created: {report['created']}",
+             f"- input: {report['image_size'][0]}x{report['image_size'][1]} RGB, "
+             f"(pixel - {report['normalization']['mean']}) / {report['normalization']['std']}, "
+             f"eval center crop {report['crop_fraction']}",
+             f"- verification: {report['verification']['num_images']} images of "
+             f"`{report['verification']['dataset']}` split `{report['verification']['split']}`"]
+    if report.get("calibration"):
+        c = report["calibration"]
+        lines.append(f"- int8 calibration: {c['num_images']} images of `{c['dataset']}` "
+                     f"split `{c['split']}`")
+    lines.append("")
+    if "int8_top1_change_points" in report:
+        change = report["int8_top1_change_points"]
+        lines += [f"**int8 top-1 change vs {report['int8_reference']}: {change:+.2f} points** "
+                  f"({'within' if change >= -1.0 else 'OUTSIDE'} the 1.0-point target)", ""]
+    lines += ["| model | top-1 | agreement with Keras | max abs prob diff | size (KiB) | "
+              "latency 1 thread (ms) | latency 2 threads (ms) |",
+              "|---|---|---|---|---|---|---|",
+              f"| Keras | {100 * report['keras']['top1']:.2f}% | - | - | "
+              f"{report['keras']['size_bytes'] / 1024:.0f} | - | - |"]
+    sm = report.get("saved_model")
+    if sm:
+        lines.append(f"| SavedModel | {100 * sm['top1']:.2f}% | "
+                     f"{100 * sm['top1_agreement_with_keras']:.2f}% | "
+                     f"{sm['max_abs_prob_diff']:.2e} | {sm['size_bytes'] / 1024:.0f} | - | - |")
+    for label, e in report["tflite"].items():
+        lat = [f"{e['latency_ms'][t]:.2f}" if e["latency_ms"].get(t) is not None else "-"
+               for t in ("1", "2")]
+        diff = f"{e['max_abs_prob_diff']:.2e}"
+        lines.append(f"| TFLite {label} (`{e['path']}`, {e['input']['dtype']} input) | "
+                     f"{100 * e['top1']:.2f}% | {100 * e['top1_agreement_with_keras']:.2f}% | "
+                     f"{diff} | {e['size_bytes'] / 1024:.0f} | {lat[0]} | {lat[1]} |")
+    lines += ["", "## Checks", ""]
+    checks = report.get("checks", [])
+    for c in checks:
+        mark = "PASS" if c["passed"] else ("FAIL" if c["fatal"] else "MISSED (advisory)")
+        lines.append(f"- {mark}: {c['name']} — {c['message']}")
+    if any(not c["passed"] and not c["fatal"] for c in checks):
+        lines += ["", "MISSED (advisory) is not a failure: the int8 size and latency targets "
+                  "are what quantization gives a full-size MobileNet (224x224, alpha 1.0). "
+                  "In a small model, fixed parts dominate: the flatbuffer's structure, the "
+                  "metadata and labels, int32 biases and per-channel scales in the file, "
+                  "and the interpreter's fixed per-invocation overhead (tensor copies, op "
+                  "dispatch) in the latency, so the ratios stay above the targets. Only "
+                  "FAIL lines fail the export."]
+    return "\n".join(lines) + "\n"

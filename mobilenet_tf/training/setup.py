@@ -1,0 +1,252 @@
+"""Setting a run up: inputs, strategy, the run's record, the resume checks, the model and
+the restored checkpoint. ``RunSetup`` is the base of ``trainer.Trainer`` (the loop).
+
+Before anything is written, ``prepare()`` compares this command with the recorded run
+(``run_record.resume_differences``) and refuses a run directory that holds history (metrics,
+best.keras, a summary) but no checkpoint; then it builds the model (loading
+``--initial_weights`` only when starting from step 0), restores the newest readable
+checkpoint (``checkpointing.CheckpointStore``), writes the record, labels and flags and
+rewrites metrics.csv from the checkpointed rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+import tensorflow as tf
+
+from mobilenet_tf import fileio
+from mobilenet_tf.training import (checkpointing, classifier_init, distribute, reporting,
+                                   task as train_task, tensorboard_logging as tb)
+from mobilenet_tf.rundir import record as run_record
+from mobilenet_tf.model.pretrained import CLASSIFIER_LAYER
+from mobilenet_tf.rundir.errors import ResumeRefused, writing
+from mobilenet_tf.rundir.record import RunFiles
+from mobilenet_tf.training.config import TrainConfig, flags_text
+
+
+def build_inputs(config: TrainConfig):
+    """The train and eval inputs from ``config.data`` (``mobilenet_tf.data.build_input``).
+
+    A resumed run restarts the seeded example order (the input pipeline is not
+    checkpointed: its shuffle buffer would be as large as the images it holds); the
+    epoch, step and learning-rate position resume exactly.
+    """
+    from mobilenet_tf import data
+
+    if config.data is None:
+        raise ValueError("TrainConfig.data is None: set it to a data.DataConfig (the "
+                         "--dataset flags), or pass train_input/eval_input objects")
+    data_cfg = config.data_config()
+    train = data.build_input(data_cfg, split=config.train_split, training=True,
+                             global_batch_size=config.batch_size)
+    evaluation = None
+    if config.eval_split:
+        evaluation = data.build_input(data_cfg, split=config.eval_split, training=False,
+                                      global_batch_size=config.batch_size,
+                                      class_names=train.class_names)
+    return train, evaluation
+
+
+class RunSetup:
+    def __init__(self, config: TrainConfig, workdir: str, train_input=None, eval_input=None):
+        config.validate()
+        self.config = config
+        self.files = RunFiles(workdir)
+        self.history = []
+        self.timing = []
+        self.strategy = distribute.make_strategy(config.strategy, config.tpu_address,
+                                                 config.startup_timeout)
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"--batch_size={config.batch_size} is not valid: it must be "
+                             f"divisible by the number of replicas ({replicas})")
+        self.chief = distribute.is_chief(self.strategy)
+        keras.utils.set_random_seed(config.seed)
+        if train_input is None:
+            train_input, built_eval = build_inputs(config)
+            eval_input = built_eval if eval_input is None else eval_input
+        self.train_input, self.eval_input = train_input, eval_input
+        self.class_names = list(train_input.class_names)
+        self.num_classes = len(self.class_names)
+        self.spe = self.steps_per_epoch = config.steps_per_epoch or (
+            train_input.num_examples // config.batch_size)
+        if self.spe < 1:
+            raise ValueError(f"--batch_size={config.batch_size} is not valid: it is larger "
+                             f"than the {train_input.num_examples} training examples")
+        self.total_steps = int(math.ceil(config.epochs * self.spe))
+        self.num_epochs = int(math.ceil(config.epochs))
+        self.console = reporting.Console(config.verbose, self.num_epochs,
+                                           enabled=self.chief)
+        self.record = self._current_record()
+
+    def _current_record(self) -> run_record.RunRecord:
+        cfg = self.config
+        data_cfg = cfg.data_config() if cfg.data is not None else None
+        options = {k: v for k, v in cfg.flag_values().items()
+                   if not (data_cfg is not None and hasattr(data_cfg, k))}
+        return run_record.RunRecord(
+            model=cfg.model_config(self.num_classes),
+            data=run_record.DataRecord(
+                config=data_cfg.to_dict() if data_cfg is not None else None,
+                train_split=cfg.train_split, eval_split=cfg.eval_split,
+                num_train_examples=int(self.train_input.num_examples),
+                num_eval_examples=int(self.eval_input.num_examples) if self.eval_input
+                else 0),
+            class_names=self.class_names,
+            schedule=run_record.ScheduleRecord(
+                epochs=cfg.epochs, batch_size=cfg.batch_size, steps_per_epoch=self.spe,
+                total_steps=self.total_steps,
+                num_replicas=self.strategy.num_replicas_in_sync),
+            options=run_record._jsonable(options),
+            weights=run_record.WeightsRecord(initial_weights=cfg.initial_weights))
+
+    # ------------------------------------------------------------- resume checks
+    def _history(self) -> list[str]:
+        """The outputs of earlier training in the run directory."""
+        files, found = self.files, []
+        if os.path.exists(files.metrics):
+            with open(files.metrics, "rb") as f:
+                rows = max(0, sum(1 for line in f if line.strip(b"\0\r\n")) - 1)
+            if rows:
+                found.append(f"{files.metrics} ({rows} rows)")
+        found += [p for p in (files.best, files.final, files.summary) if os.path.exists(p)]
+        return found
+
+    def _check_resume(self, candidates) -> run_record.RunRecord | None:
+        """The recorded run when this command may resume it; ResumeRefused otherwise."""
+        run = self.files.workdir
+        start_over = (f"To start over, use a new --workdir (or delete {run}); to resume, "
+                      f"repeat the recorded options: --flagfile={self.files.flags}.")
+        if not candidates:
+            history = self._history()
+            if history:
+                raise ResumeRefused(
+                    f"{run} holds the results of earlier training ({', '.join(history)}) "
+                    f"but no checkpoint in {self.files.checkpoints} to resume from; "
+                    f"training from step 0 would overwrite them. {start_over}")
+            return None
+        try:
+            recorded = run_record.read_record(run)
+        except run_record.RunRecordError as err:
+            raise ResumeRefused(f"{run} has checkpoints but its record cannot be used: "
+                                f"{err} {start_over}") from err
+        if recorded.version != run_record.RECORD_VERSION:
+            raise ResumeRefused(f"{self.files.config} was written by an older mobilenet_tf "
+                                f"(record version {recorded.version}); resume that run "
+                                f"with it. {start_over}")
+        diffs = run_record.resume_differences(recorded, self.record)
+        if diffs:
+            allowed = ", ".join(f"--{k}" for k in run_record.RESUMABLE_CHANGES)
+            raise ResumeRefused(
+                f"{run} holds a run that this command differs from:\n  "
+                + "\n  ".join(diffs)
+                + "\nResuming would change the step count, the example order, the optimizer "
+                f"state or the model. Options a resumed run may change: {allowed}. "
+                + start_over)
+        return recorded
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self):
+        """Everything before the first step (see the module docstring)."""
+        cfg = self.config
+        ckpt_dir = distribute.write_dir(self.files.workdir, self.strategy)
+        self.scratch_dir = None if self.chief else ckpt_dir
+        write_dir = RunFiles(ckpt_dir).checkpoints
+        candidates = checkpointing.list_checkpoints(self.files.checkpoints)
+        recorded = self._check_resume(candidates)
+        self.task = train_task.build_task(cfg, self.num_classes, self.spe, self.total_steps,
+                                          self.strategy, initial_weights=not candidates)
+        self.model = self.task.model
+        with self.strategy.scope():
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                           name="global_step")
+            self.evaluated_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.best_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+            self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.metrics_history = checkpointing.MetricsHistory()  # outside the scope
+        items = dict(model=self.model, optimizer=self.task.optimizer,
+                     global_step=self.global_step, evaluated_epoch=self.evaluated_epoch,
+                     best_top1=self.best_top1, best_epoch=self.best_epoch,
+                     wall_seconds=self.wall_seconds, history=self.metrics_history.variable)
+        if self.task.ema is not None:
+            items["ema"] = self.task.ema
+        if self.task.backbone_optimizer is not None:
+            items["backbone_optimizer"] = self.task.backbone_optimizer
+        self.store = checkpointing.CheckpointStore(
+            tf.train.Checkpoint(**items), self.files.checkpoints, write_dir,
+            cfg.keep_checkpoints, self.chief, self.console.warn)
+        self.store.clean_partial_writes()
+        restored = self.store.restore()
+        if restored:
+            step = int(self.global_step.numpy())
+            self.console.say(f"Resuming from {restored} (step {step}, epoch "
+                             f"{step // self.spe + 1}).")
+            self.record.weights = recorded.weights
+        else:
+            self._record_initial_weights(self.task.weights_report)
+            self._classifier_from_source(self.task.weights_report)
+        self._write_run_files()
+
+    def _record_initial_weights(self, report):
+        """Prints what --initial_weights loaded and records where it came from."""
+        if report is None:
+            return
+        self.console.say(report.summary())
+        if report.backbone_not_loaded:
+            self.console.warn(
+                f"--initial_weights={self.config.initial_weights}: "
+                f"{len(report.backbone_not_loaded)} layers besides the classifier keep "
+                f"their random init ({', '.join(report.backbone_not_loaded[:5])}"
+                + (", ..." if len(report.backbone_not_loaded) > 5 else "")
+                + "); check --alpha/--variant/--depth_multiplier against the weights")
+        self.record.weights.loaded_layers = list(report.loaded)
+        self.record.weights.source = report.provenance()
+
+    def _classifier_from_source(self, report):
+        """--classifier_init=source: maps the file's classifier onto the new classes
+        (classifier_init.py) from a pipeline of its own, like the image grids."""
+        if report is None or self.config.classifier_init != "source":
+            return
+        if report.classifier_loaded:
+            self.console.say("Classifier: loaded from the weights file (same classes).")
+            return
+        if report.source_classifier is None:
+            raise ValueError(f"--classifier_init=source: {report.path} has no classifier "
+                             f"({CLASSIFIER_LAYER}) to start from; use weights saved with "
+                             "their classifier, or --classifier_init=zeros")
+        batches = self.train_input.input_fn(tf.distribute.InputContext())
+        done = classifier_init.init_from_source(
+            self.model, report.source_classifier, batches,
+            classifier_init.sample_size(self.num_classes))
+        if self.task.ema is not None:
+            self.task.ema.reset()
+        self.console.say(done.summary())
+        self.record.weights.source["classifier"] = done.record()
+
+    def _write_run_files(self):
+        self.writers = tb.Writers(self.files.workdir, self.chief)
+        if not self.chief:
+            return
+        from mobilenet_tf.data import write_labels
+
+        with writing(self.files.labels):
+            write_labels(self.files.labels, self.class_names)
+        with writing(self.files.config):
+            run_record.write_record(self.files.workdir, self.record)
+        with writing(self.files.flags):
+            fileio.atomic_write_text(self.files.flags, flags_text(self.config))
+        self.write_metrics_csv()
+        tb.write_hparams(self.writers, self.config,
+                         os.path.basename(os.path.abspath(self.files.workdir)),
+                         has_validation=self.eval_input is not None,
+                         extra={"num_replicas": self.strategy.num_replicas_in_sync})
+
+    def write_metrics_csv(self):
+        """metrics.csv from the rows in the (restored or just saved) checkpoint."""
+        if self.chief:
+            with writing(self.files.metrics):
+                reporting.write_metrics_csv(self.files.metrics, self.metrics_history.rows())

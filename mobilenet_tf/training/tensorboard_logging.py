@@ -1,0 +1,278 @@
+"""What training writes for TensorBoard: grouped scalars, images (a labelled grid of
+augmented training inputs, the confusion matrix), the hparams session, the model graph,
+profiles.
+
+One event directory, ``WORKDIR/logs``, holds everything, with the tags grouped by their
+prefix: ``train/...`` (raw weights, training mode), ``val/...`` (the evaluated weights:
+the weight average when ``--ema_decay`` is on) and ``epoch``. One directory is what
+makes the hparams dashboard find its metrics whether ``--logdir`` is the run, its
+``logs/`` folder or a folder of runs: the plugin looks a metric up in the run of the
+session (``logs``, or ``.`` when ``--logdir`` is ``logs/`` itself) joined with the
+metric's group, and a group of ``validation`` resolved to ``./validation``, which is no
+run name TensorBoard uses, so those columns stayed empty with ``--logdir RUN/logs``.
+The hparams metrics (``HPARAMS_METRICS``) are tags written here, group "".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import summary as hp_summary
+
+from mobilenet_tf.training import tensorboard_images
+from mobilenet_tf.model.architecture import VARIANTS
+from mobilenet_tf.data.config import BAD_IMAGE_POLICIES
+from mobilenet_tf.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES
+
+LOGS_DIR = "logs"
+METRICS = ("loss", "top1", "top5")
+
+_TRAIN = ("Training batches: the raw (not averaged) weights in training mode (dropout, "
+          "batch statistics) on augmented images; the loss is the cross-entropy against "
+          "label-smoothed (and mixup/cutmix-mixed, when on) targets, without the weight "
+          "decay term. So it sits above the validation loss, which has none of these.")
+_VAL = ("Validation split, evaluated at epoch ends with the weights that are saved: the "
+        "moving average of the weights when --ema_decay > 0, else the raw weights; "
+        "inference mode, centre crop, plain (unsmoothed) cross-entropy.")
+DESCRIPTIONS = {
+    "train/loss": "Mean training loss over the last --steps_per_loop steps. " + _TRAIN,
+    "train/top1": "Top-1 accuracy of the last --steps_per_loop training steps. " + _TRAIN,
+    "train/top5": "Top-5 accuracy of the last --steps_per_loop training steps. " + _TRAIN,
+    "train/learning_rate": "Learning rate of the optimizer (schedule and warmup applied).",
+    "train/images_per_second": "Training throughput of the last loop call (the first "
+                               "call includes tracing).",
+    "train/epoch_loss": "Mean training loss of the epoch. " + _TRAIN,
+    "train/epoch_top1": "Top-1 accuracy over the epoch's training steps. " + _TRAIN,
+    "train/epoch_top5": "Top-5 accuracy over the epoch's training steps. " + _TRAIN,
+    "val/loss": "Validation loss (cross-entropy). " + _VAL,
+    "val/top1": "Validation top-1 accuracy; the last point is the run's final top-1. "
+                + _VAL,
+    "val/top5": "Validation top-5 accuracy. " + _VAL,
+    "val/best_top1": "Best validation top-1 so far (best.keras holds those weights).",
+    "epoch": "Epochs trained at this optimizer step (the x axis is the step).",
+}
+# The hparams table's metric columns: (tag, display name); validation ones need eval.
+HPARAMS_METRICS = (("val/top1", "val top-1 (final)"), ("val/best_top1", "val top-1 (best)"),
+                   ("val/top5", "val top-5 (final)"), ("val/loss", "val loss (final)"),
+                   ("train/epoch_loss", "train loss (last epoch)"),
+                   ("train/epoch_top1", "train top-1 (last epoch)"))
+# String options with a fixed set of values (a Discrete domain); other strings (paths,
+# splits) get no domain, so that a sweep's differing values are not filtered out.
+CHOICES = {"variant": tuple(VARIANTS), "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES,
+           "strategy": STRATEGIES, "precision": PRECISIONS,
+           "bad_images": BAD_IMAGE_POLICIES}
+STATUSES = {"success": api_pb2.STATUS_SUCCESS, "failure": api_pb2.STATUS_FAILURE}
+
+
+class Writers:
+    """The summary writer of one run (a no-op writer on non-chief workers)."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self.enabled = enabled
+        self.logdir = os.path.join(workdir, LOGS_DIR) if enabled else None
+        self.writer = (tf.summary.create_file_writer(self.logdir) if enabled
+                       else tf.summary.create_noop_writer())
+
+    def flush(self):
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+# ------------------------------------------------------------------- scalars
+def scalars(writers: Writers, values: dict, step: int):
+    """Scalars by tag (a key of ``DESCRIPTIONS``) at optimizer step ``step``."""
+    with writers.writer.as_default(step=step):
+        for tag, value in values.items():
+            if value is not None:
+                tf.summary.scalar(tag, float(value), description=DESCRIPTIONS[tag])
+
+
+def train_scalars(writers, metrics: dict, learning_rate, images_per_second, epoch, step):
+    """The scalars of one training loop call (``metrics``: its mean loss, top1, top5)."""
+    scalars(writers, {**{f"train/{m}": metrics[m] for m in METRICS},
+                      "train/learning_rate": learning_rate,
+                      "train/images_per_second": images_per_second, "epoch": epoch}, step)
+
+
+def epoch_scalars(writers, epoch: int, step: int, train=None, val=None, best_top1=None):
+    """An epoch end: the epoch's training means and/or the evaluation, and the best
+    validation top-1 so far."""
+    values = {"epoch": epoch}
+    if train is not None:
+        values.update({f"train/epoch_{m}": train[m] for m in METRICS})
+    if val is not None:
+        values.update({f"val/{m}": val[m] for m in METRICS})
+        values["val/best_top1"] = best_top1
+    scalars(writers, values, step)
+
+
+# ------------------------------------------------------------------- hparams
+def hparam_domains(config) -> dict:
+    """{name: (value, hp domain or None)} of every flag of ``config`` (a TrainConfig,
+    data options included), typed by the fields' annotations: bools Discrete, ints
+    IntInterval, floats RealInterval, strings Discrete over their allowed values or,
+    for free-form ones (paths, splits), no domain; None becomes ''."""
+    types = dict(typing.get_type_hints(type(config)))
+    if config.data is not None:
+        types.update(typing.get_type_hints(type(config.data)))
+    out = {}
+    for name, value in config.flag_values().items():
+        kind = types.get(name)
+        if kind is bool:
+            out[name] = (bool(value), hp.Discrete([False, True]))
+        elif kind is int:
+            out[name] = (int(value), hp.IntInterval(min(int(value), 0), max(int(value), 1)))
+        elif kind is float:
+            out[name] = (float(value),
+                         hp.RealInterval(min(float(value), 0.0), max(float(value), 1.0)))
+        else:
+            value = "" if value is None else str(value)
+            choices = CHOICES.get(name)
+            out[name] = (value, hp.Discrete(sorted({value, *choices})) if choices else None)
+    return out
+
+
+def write_hparams(writers: Writers, config, run_name: str, has_validation: bool,
+                 extra: dict | None = None):
+    """The run's hparams session (its row in the hparams dashboard): every flag, typed,
+    plus ``extra`` ints (e.g. num_replicas), and the metric columns whose tags exist."""
+    if not writers.enabled:
+        return
+    domains = hparam_domains(config)
+    for name, value in (extra or {}).items():
+        domains[name] = (int(value), hp.IntInterval(min(int(value), 0), max(int(value), 1)))
+    helps = {f.name: f.metadata.get("help", "") for obj in (config, config.data)
+             if obj is not None for f in dataclasses.fields(obj)}
+    params = {hp.HParam(name, domain, description=helps.get(name)): value
+              for name, (value, domain) in domains.items()}
+    metrics = [hp.Metric(tag, display_name=name, description=DESCRIPTIONS[tag])
+               for tag, name in HPARAMS_METRICS if has_validation or tag.startswith("train/")]
+    with writers.writer.as_default():
+        hp.hparams_config(hparams=list(params), metrics=metrics)
+        hp.hparams(params, trial_id=run_name)
+    writers.flush()
+
+
+def end_session(logdir: str | None, status: str):
+    """Records how the run ended (``STATUSES``: success, failure) in its hparams session,
+    with a writer of its own (the run's writer may be closed). TensorBoard keeps the first
+    status written for a run, so a run that failed and was then resumed to the end still
+    shows failure."""
+    if logdir is None:
+        return
+    writer = tf.summary.create_file_writer(logdir)
+    try:
+        with writer.as_default():
+            pb = hp_summary.session_end_pb(STATUSES[status])
+            tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+    finally:
+        writer.close()
+
+
+# -------------------------------------------------------------------- images
+def image_epochs(num_epochs: int) -> set[int]:
+    """The (0-based) epochs at whose start the augmented-image grid is logged: the
+    first, the middle and the last."""
+    return {0, num_epochs // 2, max(num_epochs - 1, 0)}
+
+
+def log_training_images(writers: Writers, images, labels, class_names, step: int,
+                        max_images: int = 9):
+    """A grid of augmented training images (what the network sees), each captioned with
+    its class."""
+    images, labels = np.asarray(images)[:max_images], np.asarray(labels)[:max_images]
+    with writers.writer.as_default(step=step):
+        tf.summary.image("train/augmented_images",
+                         tensorboard_images.image_grid(images, labels, class_names),
+                         step=step,
+                         description="The first images of a training batch after "
+                                     "augmentation (crop, flip, ...), as the network sees "
+                                     "them, each captioned with its label (mixup/cutmix: "
+                                     "the largest share). Logged at the start, the middle "
+                                     "and the last epoch.")
+
+
+def log_confusion_matrix(writers: Writers, matrix, class_names, step: int):
+    with writers.writer.as_default(step=step):
+        tf.summary.image("val/confusion_matrix",
+                         tensorboard_images.confusion_matrix_image(matrix, class_names),
+                         step=step, description=(
+                             "Validation confusion matrix: rows are the true classes, "
+                             "columns the predicted ones; each row normalized (blue: "
+                             "correct, red: confusions), counts drawn when the cells are "
+                             "large enough. Above 30 classes, the 30 most confused. "
+                             + _VAL))
+
+
+# -------------------------------------------------------------------- graphs
+def write_model_graph(writers: Writers, model, resolution: int, warn=print):
+    """The Keras model's inference graph (the Graphs tab's default graph of the run),
+    traced once from ``model(x, training=False)``; layers are its name scopes. A model
+    that cannot be traced outside its strategy (e.g. on TPU) gets a warning, not an
+    error: the graph is a view, not part of the run."""
+    if not writers.enabled:
+        return
+    fn = tf.function(lambda x: model(x, training=False))
+    try:
+        graph = fn.get_concrete_function(
+            tf.TensorSpec([1, resolution, resolution, 3], tf.float32)).graph
+    except (ValueError, TypeError, RuntimeError, tf.errors.OpError) as err:
+        warn(f"The model graph was not written to TensorBoard: {err}")
+        return
+    with writers.writer.as_default():
+        tf.summary.graph(graph)
+
+
+class GraphTrace:
+    """Writes the graph of the first training call (the Graphs tab, tag ``train_step``)."""
+
+    def __init__(self, writers: Writers):
+        self.writers = writers
+        self.active = False
+
+    def start(self):
+        if self.writers.enabled:
+            tf.summary.trace_on(graph=True, profiler=False)
+            self.active = True
+
+    def stop(self, step: int):
+        if self.active:
+            with self.writers.writer.as_default():
+                tf.summary.trace_export("train_step", step=step)
+            self.active = False
+
+
+class Profiler:
+    """The TF profiler over an optimizer-step range ``[start, end)`` (``--profile_steps``)."""
+
+    def __init__(self, writers: Writers, steps: tuple[int, int] | None):
+        self.logdir = writers.logdir
+        self.steps = steps if writers.enabled else None
+        self.running = False
+
+    def boundaries(self):
+        return () if not self.steps else self.steps
+
+    def maybe_toggle(self, step: int):
+        if not self.steps:
+            return
+        start, end = self.steps
+        if not self.running and start <= step < end:
+            tf.profiler.experimental.start(self.logdir)
+            self.running = True
+        elif self.running and step >= end:
+            tf.profiler.experimental.stop()
+            self.running = False
+
+    def close(self):
+        if self.running:
+            tf.profiler.experimental.stop()
+            self.running = False

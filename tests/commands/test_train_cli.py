@@ -1,0 +1,106 @@
+"""The command line: invalid flags fail at start-up naming the flag; the quickstart
+trains to a high accuracy; flags.txt repeats the run (which is then complete)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mobilenet_tf import train
+from mobilenet_tf.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICKSTART = os.path.join(REPO, "experiments", "quickstart.cfg")
+ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _config(*argv):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", f"--flagfile={QUICKSTART}", "--workdir=/tmp/unused", *argv])
+    try:
+        return train.config_from_flags()
+    finally:
+        train.FLAGS.unparse_flags()
+
+
+def test_quickstart_flags_build_the_config():
+    config = _config()
+    assert config.alpha == 0.25 and config.resolution == 64
+    assert config.data.dataset == "synthetic" and config.data_config().image_size == (64, 64)
+    seeded = _config("--seed=7")
+    assert seeded.data_config().seed == seeded.seed == 7  # one seed for init and data
+    # flags.txt of a run lists every option; parsed again it gives the same config.
+    text = trainer.flags_text(config)
+    assert "--dataset=synthetic" in text and "--nojit_compile" in text
+    assert _config(*text.split()) == config
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--epochs=-1"], "--epochs"),
+    (["--epochs=0"], "--epochs"),
+    (["--optimizer=adam_typo"], "--optimizer"),
+    (["--lr_schedule=linear"], "--lr_schedule"),
+    (["--strategy=horovod"], "--strategy"),
+    (["--batch_size=0"], "--batch_size"),
+    (["--label_smoothing=1.5"], "--label_smoothing"),
+    (["--ema_decay=1.0"], "--ema_decay"),
+    (["--resolution=16"], "--resolution"),
+    (["--precision=float8"], "--precision"),
+    (["--profile_steps=9,3"], "--profile_steps"),
+    (["--initial_weights=/no/such/file.keras"], "--initial_weights"),
+    (["--min_area=0"], "--min_area"),  # a data option, checked by DataConfig
+])
+def test_invalid_flag_is_named(argv, flag):
+    with pytest.raises(ValueError, match=flag):
+        _config(*argv)
+
+
+def test_cli_rejects_bad_flag_before_training(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
+                           f"--flagfile={QUICKSTART}", f"--workdir={workdir}",
+                           "--optimizer=adamax"], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "--optimizer='adamax'" in proc.stderr and "rmsprop" in proc.stderr
+    assert not workdir.exists()
+
+
+def test_quickstart_reaches_high_accuracy_and_flags_txt_repeats_it(tmp_path):
+    workdir = tmp_path / "quickstart"
+    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
+                           f"--flagfile={QUICKSTART}", f"--workdir={workdir}"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Training complete" in proc.stdout
+    assert f"python -m mobilenet_tf.export --workdir={workdir}" in proc.stdout
+    with open(workdir / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["top1"] >= 0.85, summary  # 10 classes: chance is 0.10
+    assert summary["eval_examples"] == 3000
+    # flags.txt is a flagfile that repeats the run; the run is complete, so nothing runs.
+    again = subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
+                            f"--flagfile={workdir / 'flags.txt'}", f"--workdir={workdir}"],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already complete" in again.stdout
+
+
+def test_every_experiment_config_parses():
+    import glob
+
+    names = sorted(glob.glob(os.path.join(REPO, "experiments", "*.cfg")))
+    assert len(names) >= 12
+    for name in names:
+        train.FLAGS.unparse_flags()
+        cwd = os.getcwd()
+        os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
+        try:
+            train.FLAGS(["train", f"--flagfile={name}", "--workdir=/tmp/unused"])
+            config = train.config_from_flags()
+        finally:
+            os.chdir(cwd)
+            train.FLAGS.unparse_flags()
+        assert config.data_config().image_size == (config.resolution, config.resolution), name

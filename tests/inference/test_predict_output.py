@@ -1,0 +1,119 @@
+"""predict's output: text lines that stay unambiguous with commas in names, JSON Lines
+with labels and display names (ImageNet synset IDs -> class names), a quiet stderr."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mobilenet_tf.inference import prediction
+from mobilenet_tf.data import labels as labels_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SYNSETS = ["n01440764", "n01443537", "n03710721"]
+NAMES = ["tench", "goldfish", "tank suit"]
+# A C++/absl log line (I0000 00:00:... file.cc:12] ...) or TensorFlow's Python logger.
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN|cuInit|cuda|"
+                         r"^WARNING:tensorflow|^INFO:tensorflow")
+
+
+def test_display_names_of_synsets_and_other_labels():
+    assert labels_lib.display_names(SYNSETS) == NAMES
+    assert labels_lib.display_names(["red_circle", "n99999999", "3"]) == [
+        "red_circle", "n99999999", "3"]  # unknown IDs and other labels stay as they are
+    table = labels_lib.imagenet_names()
+    assert len(table) == 1000 and len(set(table.values())) == 1000  # one name per class
+
+
+def test_text_line_quotes_names_with_commas_and_reads_back():
+    p = prediction.Prediction(path="dir: x/img.jpg", classes=[2, 0], labels=["a, b", 'say "hi"'],
+                              names=["a, b", 'say "hi"'], scores=[0.75, 0.25])
+    line = prediction.format_prediction(p)
+    assert line == '"dir: x/img.jpg": "a, b" 0.7500, "say \\"hi\\"" 0.2500'
+    # a reader: a JSON string or a bare word, then a score, items separated by ", "
+    decoder = json.JSONDecoder()
+    path, end = decoder.raw_decode(line)
+    assert path == p.path and line[end:end + 2] == ": "
+    rest, items = line[end + 2:], []
+    while rest:
+        name, end = decoder.raw_decode(rest)
+        score, _, rest = rest[end:].strip().partition(", ")
+        items.append((name, float(score)))
+    assert items == [("a, b", 0.75), ('say "hi"', 0.25)]
+    plain = prediction.Prediction(path="img.jpg", classes=[0], labels=["n01440764"],
+                                  names=["tench"], scores=[1.0])
+    assert prediction.format_prediction(plain) == "img.jpg: tench 1.0000"
+
+
+def test_json_line():
+    p = prediction.Prediction(path="img.jpg", classes=[0, 1], labels=SYNSETS[:2],
+                              names=NAMES[:2], scores=[0.9, 0.1])
+    assert json.loads(prediction.prediction_json(p)) == {"path": "img.jpg", "top_k": [
+        {"label": "n01440764", "name": "tench", "class": 0, "probability": 0.9},
+        {"label": "n01443537", "name": "goldfish", "class": 1, "probability": 0.1}]}
+    bad = prediction.Prediction(path="x.jpg", error="x.jpg: empty file")
+    assert json.loads(prediction.prediction_json(bad)) == {"path": "x.jpg",
+                                                           "error": "x.jpg: empty file"}
+
+
+@pytest.fixture(scope="module")
+def synset_tflite(tmp_path_factory) -> str:
+    """A tiny real .tflite classifier over three ImageNet synsets, with our metadata."""
+    import keras
+    import tensorflow as tf
+
+    from mobilenet_tf.serving import tflite_metadata
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    folder = tmp_path_factory.mktemp("synset_model")
+    model.export(str(folder / "sm"), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    flat = tf.lite.TFLiteConverter.from_saved_model(str(folder / "sm")).convert()
+    path = folder / "tiny.tflite"
+    path.write_bytes(tflite_metadata.add_image_classifier_metadata(
+        flat, labels=SYNSETS, mean=[127.5] * 3, std=[127.5] * 3, name="tiny",
+        description="test", version="1"))
+    return str(path)
+
+
+def test_cli_json_lines_with_display_names_and_a_quiet_stderr(synset_tflite, tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "fish, maybe.png"  # a comma in the path too
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 24, 3), np.uint8)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.predict",
+                           f"--model={synset_tflite}", "--json", "--top_k=3", str(good),
+                           str(broken)], cwd=REPO, env={**env, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1  # one image could not be read
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(good), str(broken)]
+    top = records[0]["top_k"]
+    assert sorted(t["label"] for t in top) == SYNSETS
+    assert all(t["name"] == NAMES[SYNSETS.index(t["label"])] == NAMES[t["class"]]
+               for t in top)
+    probs = [t["probability"] for t in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
+    assert "broken.jpg" in records[1]["error"] and "top_k" not in records[1]
+    # stderr: our one summary line, no TensorFlow/absl log lines
+    assert proc.stderr.strip().splitlines() == ["1 of 2 images could not be read"], proc.stderr
+    # the text form of the same run shows the display names
+    text = subprocess.run([sys.executable, "-m", "mobilenet_tf.predict",
+                           f"--model={synset_tflite}", "--top_k=1", str(good)], cwd=REPO,
+                          env={**env, "PYTHONPATH": REPO}, capture_output=True, text=True,
+                          timeout=300)
+    assert text.returncode == 0 and text.stderr == "", text.stderr
+    assert text.stdout.startswith(f'"{good}": ' if ": " in str(good) else f"{good}: ")
+    assert text.stdout.split(": ", 1)[1].split(" 0.")[0].split(" 1.")[0] in NAMES
+    assert not any(TF_LOG_LINE.search(l) for l in text.stderr.splitlines())

@@ -1,0 +1,197 @@
+"""TensorBoard output: the event files of tiny real runs (grouped tags with descriptions,
+the typed hparams config whose metrics are tags that exist, the session's end status,
+the model graph, images at several points) and the image renderers."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hp_metadata
+
+from mobilenet_tf.training import (tensorboard_images as ti, tensorboard_logging as tb,
+                                   trainer)
+from train_helpers import toy_inputs
+
+TINY = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
+            lr_schedule="constant", bn_momentum=0.9, eval_split="val", verbose=0,
+            steps_per_loop=4, steps_per_epoch=4, checkpoint_every_steps=4)
+SYNSETS = ["n01440764", "n02102040", "n02979186", "n03000684"]
+NAMES = ["tench", "English springer", "cassette player", "chain saw"]
+
+
+def _events(logdir):
+    acc = EventAccumulator(logdir, size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def _values(acc, tag):
+    return [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+
+
+def _hparams_plugin(acc, tag):
+    return acc.SummaryMetadata(tag).plugin_data.content
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("tb") / "run")
+    train, evaluation = toy_inputs(batch_size=16)
+    train.class_names = evaluation.class_names = SYNSETS
+    config = trainer.TrainConfig(epochs=3, ema_decay=0.9, **TINY)
+    trainer.train_and_evaluate(config, workdir, train, evaluation)
+    return workdir, config
+
+
+def test_one_event_dir_grouped_tags_with_descriptions(run):
+    workdir, _ = run
+    logdir = os.path.join(workdir, "logs")
+    assert [os.path.basename(os.path.dirname(p)) for p in
+            glob.glob(os.path.join(logdir, "**", "events.*"), recursive=True)] \
+        == ["logs"] * len(glob.glob(os.path.join(logdir, "events.*")))
+    acc = _events(logdir)
+    scalars = set(acc.Tags()["tensors"])  # TF2 scalars are tensor summaries
+    for tag in ("train/loss", "train/top1", "train/top5", "train/learning_rate",
+                "train/images_per_second", "train/epoch_loss", "train/epoch_top1",
+                "val/loss", "val/top1", "val/top5", "val/best_top1", "epoch"):
+        assert tag in scalars, tag
+        assert acc.SummaryMetadata(tag).summary_description == tb.DESCRIPTIONS[tag]
+    assert "label-smoothed" in tb.DESCRIPTIONS["train/loss"]
+    assert "moving average" in tb.DESCRIPTIONS["val/loss"]
+    epochs = _values(acc, "epoch")
+    assert max(epochs) == 3.0 and min(epochs) > 0
+    best, top1 = _values(acc, "val/best_top1"), _values(acc, "val/top1")
+    assert len(best) == len(top1) == 3
+    assert best == list(np.maximum.accumulate(top1))
+
+
+def test_hparams_typed_every_flag_metrics_exist_and_success(run):
+    workdir, config = run
+    acc = _events(os.path.join(workdir, "logs"))
+    exp = hp_metadata.parse_experiment_plugin_data(
+        _hparams_plugin(acc, hp_metadata.EXPERIMENT_TAG))
+    infos = {h.name: h for h in exp.hparam_infos}
+    assert set(infos) == set(config.flag_values()) | {"num_replicas"}
+    assert infos["batch_size"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["batch_size"].HasField("domain_interval")
+    assert infos["jit_compile"].type == api_pb2.DATA_TYPE_BOOL
+    assert infos["optimizer"].type == api_pb2.DATA_TYPE_STRING
+    assert {v.string_value for v in infos["optimizer"].domain_discrete.values} \
+        == {"rmsprop", "sgd", "adamw"}
+    assert "Width multiplier" in infos["alpha"].description
+    metric_tags = [m.name.tag for m in exp.metric_infos]
+    assert {"val/top1", "val/best_top1"} <= set(metric_tags)
+    assert all(m.name.group == "" for m in exp.metric_infos)
+    assert set(metric_tags) <= set(acc.Tags()["tensors"])
+
+    start = hp_metadata.parse_session_start_info_plugin_data(
+        _hparams_plugin(acc, hp_metadata.SESSION_START_INFO_TAG))
+    assert start.hparams["batch_size"].number_value == 16
+    assert start.hparams["optimizer"].string_value == "rmsprop"
+    assert start.hparams["jit_compile"].bool_value is False
+    end = hp_metadata.parse_session_end_info_plugin_data(
+        _hparams_plugin(acc, hp_metadata.SESSION_END_INFO_TAG))
+    assert end.status == api_pb2.STATUS_SUCCESS
+
+
+def test_images_graph_and_display_names(run):
+    workdir, _ = run
+    acc = _events(os.path.join(workdir, "logs"))
+    grids = acc.Tensors("train/augmented_images")  # [width, height, png]
+    assert [g.step for g in grids] == [0, 4, 8]  # start, middle, last epoch (3 of 4 steps)
+    width, height, png = tf.make_ndarray(grids[0].tensor_proto)
+    assert int(width) == 3 * (ti.WIDTH // 3)
+    assert tf.io.decode_png(png).shape == (int(height), int(width), 3)
+    assert len(acc.Tensors("val/confusion_matrix")) == 3
+    assert acc.Graph() is not None  # the model's graph, the Graphs tab's default
+    ops = {node.name.split("/")[0] for node in acc.Graph().node}
+    assert any(name.startswith("mobilenet") for name in ops), sorted(ops)[:10]
+    assert "train_step" in acc.Tags()["tensors"]  # the traced training loop
+
+
+def test_diverged_run_ends_with_failure(tmp_path):
+    workdir = str(tmp_path / "run")
+    train, evaluation = toy_inputs(batch_size=16)
+    train.nan_after_batches = 2
+    config = trainer.TrainConfig(epochs=1, log_images=False,
+                                 **{**TINY, "steps_per_loop": 1, "eval_split": ""})
+    with pytest.raises(trainer.TrainingDivergedError):
+        trainer.train_and_evaluate(config, workdir, train, None)
+    acc = _events(os.path.join(workdir, "logs"))
+    end = hp_metadata.parse_session_end_info_plugin_data(
+        _hparams_plugin(acc, hp_metadata.SESSION_END_INFO_TAG))
+    assert end.status == api_pb2.STATUS_FAILURE
+    exp = hp_metadata.parse_experiment_plugin_data(
+        _hparams_plugin(acc, hp_metadata.EXPERIMENT_TAG))
+    # No validation: only the training metrics, which exist.
+    assert [m.name.tag for m in exp.metric_infos] == ["train/epoch_loss", "train/epoch_top1"]
+
+
+# ------------------------------------------------------------------ renderers
+def _dark(region):
+    return int((np.asarray(region).min(axis=-1) < 100).sum())
+
+
+def test_confusion_matrix_image_has_titles_names_and_size():
+    rng = np.random.default_rng(0)
+    matrix = np.diag(rng.integers(20, 50, 4)).astype(float) + rng.integers(0, 4, (4, 4))
+    img = ti.confusion_matrix_image(matrix, SYNSETS)
+    assert img.dtype == np.uint8 and img.shape[0] == 1 and img.shape[-1] == 3
+    assert 400 <= img.shape[2] <= ti.WIDTH + 40
+    assert _dark(img[0, :36, 40:]) > 50  # the "predicted" title
+    assert _dark(img[0, 150:, :28]) > 20  # the rotated "true" title
+    # Synset IDs are drawn as their display names.
+    np.testing.assert_array_equal(img, ti.confusion_matrix_image(matrix, NAMES))
+    assert not np.array_equal(img, ti.confusion_matrix_image(matrix, ["a", "b", "c", "d"]))
+
+
+def test_confusion_matrix_many_classes_shows_the_most_confused():
+    n = 100
+    matrix = np.eye(n) * 20
+    matrix[37, 81] = 15  # a confusion between two classes outside the first 30
+    shown = ti.matrix_classes(matrix)
+    assert len(shown) == ti.MAX_MATRIX_CLASSES and {37, 81} <= set(shown)
+    img = ti.confusion_matrix_image(matrix, [f"class_{i}" for i in range(n)])
+    assert img.shape[2] <= ti.WIDTH + 40 and img.shape[1] <= ti.WIDTH + 80
+
+
+def test_image_grid_captions_each_tile_with_its_class():
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 0.3, (5, 32, 32, 3)).astype(np.float32)
+    labels = np.eye(4)[[0, 1, 2, 3, 0]]
+    grid = ti.image_grid(images, labels, SYNSETS)
+    tile = ti.WIDTH // 3
+    assert grid.shape == (1, 2 * (tile + 28), 3 * tile, 3)
+    caption = grid[0, tile:tile + 28, :tile]  # under the first tile
+    assert _dark(caption) > 30
+    assert _dark(grid[0, 2 * tile + 28:, 2 * tile:]) == 0  # the empty 6th cell
+    np.testing.assert_array_equal(grid, ti.image_grid(images, labels, NAMES))
+    np.testing.assert_array_equal(grid, ti.image_grid(images, labels.argmax(1), NAMES))
+
+
+def test_image_epochs_start_middle_end():
+    assert tb.image_epochs(1) == {0}
+    assert tb.image_epochs(10) == {0, 5, 9}
+
+
+def test_image_grids_leave_the_training_examples_unchanged(tmp_path):
+    """The grids come from a pipeline of their own: with and without --log_images a run
+    sees the same batches (at a learning rate of ~0 the training loss of each epoch is a
+    function of the batches alone; a grid drawn from the training iterator would shift
+    every later batch by one)."""
+    losses = {}
+    for log_images in (True, False):
+        train, _ = toy_inputs(batch_size=16, n_train=64)
+        config = trainer.TrainConfig(**{**TINY, "eval_split": "", "epochs": 3,
+                                        "optimizer": "sgd", "learning_rate": 1e-12,
+                                        "momentum": 0.0, "log_images": log_images})
+        trainer.train_and_evaluate(config, str(tmp_path / str(log_images)), train, None)
+        with open(tmp_path / str(log_images) / "metrics.csv") as f:
+            header, *rows = [line.strip().split(",") for line in f]
+        losses[log_images] = [float(r[header.index("train_loss")]) for r in rows]
+    assert len(losses[True]) == 3
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
