@@ -1,6 +1,11 @@
 """What every command line shares: flags checked before TensorFlow is imported, help
 grouped by topic, one-line usage errors, and TensorFlow's log lines kept off the console.
 
+The command lines are the top-level modules ``train``, ``evaluate``, ``export``, ``predict``
+and ``profile``, each run as ``python -m mobilenet_tf.NAME``. The command ``profile`` prints
+what the function ``mobilenet_tf.profile`` counts; TensorFlow's profiler is a flag of
+``train`` (``--profile_steps``).
+
 A command line defines its flags with ``define`` (a topic per flag), checks them in
 ``main`` and imports its TensorFlow modules only then, with ``load``::
 
@@ -13,6 +18,9 @@ A command line defines its flags with ``define`` (a topic per flag), checks them
     if __name__ == "__main__":
         cli.run(main, __doc__)
 
+Flags that several commands share are defined once here (``define_checkpoint``,
+``define_crop_fraction``).
+
 Exit status: 0 done; 1 a bad flag or argument (``error: ...`` and ``see: ... --help`` on
 stderr, nothing else); other codes as each command documents (train: 3 NaN loss,
 4 SIGTERM).
@@ -23,7 +31,7 @@ without a GPU), and ``load``/``quiet_native_stderr`` divert what native code wri
 stderr while TensorFlow loads or the TFLite converter runs (``oneDNN custom operations are
 on``, ``All log messages before absl::InitializeLog()``, MLIR pass output); that text is
 shown if the block fails. ``--verbosity=0`` (or higher), or a ``TF_CPP_MIN_LOG_LEVEL`` set
-by the user, shows everything.
+by the user, shows everything; ``quiet`` says which applies.
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ _WIDTH = 88
 
 _group_of: dict[str, str] = {}  # flag name -> topic, for the flags of this program
 _required: list[str] = []
-_user_tf_log_level = os.environ.get(TF_LOG_ENV)  # set by the user: theirs to decide
-_quiet = _user_tf_log_level is None
+# A TF_CPP_MIN_LOG_LEVEL set by the user is theirs to decide: it is never overridden.
+user_tf_log_level = os.environ.get(TF_LOG_ENV)
+# Whether native stderr is diverted (``quiet_native_stderr``); ``configure_logging`` sets it.
+quiet = user_tf_log_level is None
 
 flags.DEFINE_bool("help", False, "Show this help: the flags of this command, by topic.",
                   short_name="h")
@@ -202,13 +212,13 @@ def parse(argv, doc: str = "") -> list[str]:
 
 def configure_logging() -> None:
     """Quiet (the default) or verbose (``--verbosity`` >= 0) logging, Python and C++."""
-    global _quiet
+    global quiet
     verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else absl_logging.WARNING
     absl_logging.set_verbosity(verbosity)
     verbose = verbosity >= absl_logging.INFO
-    if _user_tf_log_level is None:
+    if user_tf_log_level is None:
         os.environ[TF_LOG_ENV] = "0" if verbose else "3"
-    _quiet = _user_tf_log_level is None and not verbose
+    quiet = user_tf_log_level is None and not verbose
 
 
 def run(main, doc: str = "", argv=None) -> None:
@@ -226,7 +236,7 @@ def run(main, doc: str = "", argv=None) -> None:
 def quiet_native_stderr():
     """Diverts file descriptor 2 (where C++ libraries log) to a temporary file for the
     block, unless logging is verbose; the text is written to stderr if the block raises."""
-    if not _quiet:
+    if not quiet:
         yield
         return
     try:
@@ -258,7 +268,7 @@ def quiet_litert_banner(model_path: str) -> None:
     """LiteRT prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` once per
     process, when its first interpreter allocates its tensors, whatever the log level: do
     that first for ``model_path`` (a .tflite) with stderr diverted."""
-    if not _quiet or not model_path.endswith(".tflite") or not os.path.isfile(model_path):
+    if not quiet or not model_path.endswith(".tflite") or not os.path.isfile(model_path):
         return
     with quiet_native_stderr():
         try:
@@ -276,8 +286,36 @@ def load(module: str):
         return importlib.import_module(module)
 
 
-# ----------------------------------------------------------------------------- checks
+# ----------------------------------------------------------------------------- shared flags
 MODEL_FORMS = "a run directory, a .keras file, an exported SavedModel directory or a .tflite file"
+
+
+def define_checkpoint():
+    """--checkpoint (topic model): which Keras model of a run directory to open."""
+    from mobilenet_tf.rundir.record import MODELS
+
+    return define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(MODELS),
+                  "Which Keras model of a run directory: best (best validation top-1) or "
+                  "final (the last, EMA, weights).")
+
+
+def define_crop_fraction():
+    """--crop_fraction (topic data): the eval center crop, checked by
+    ``check_crop_fraction``."""
+    from mobilenet_tf.data.config import EVAL_CROP_FRACTION
+
+    return define("data", flags.DEFINE_float, "crop_fraction", None,
+                  "Eval center crop in (0, 1] (default: the run's, else "
+                  f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
+
+
+def check_crop_fraction(value: float | None) -> None:
+    """UsageError unless ``value`` (--crop_fraction) is None or in (0, 1]."""
+    if value is not None and not 0 < value <= 1:
+        raise UsageError(f"--crop_fraction={value} must be in (0, 1]")
+
+
+# ----------------------------------------------------------------------------- checks
 
 
 def check_model_path(path: str, flag: str = "--model", forms: str = MODEL_FORMS) -> None:

@@ -13,15 +13,11 @@ import json
 from absl import flags
 
 from mobilenet_tf import cli
-from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 from mobilenet_tf.data.specs import DATASET_FORMS, parse_split
 
 _MODEL = cli.define("model", flags.DEFINE_string, "model", None,
                     f"The model to evaluate: {cli.MODEL_FORMS}.", required=True)
-_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(run_record.MODELS),
-                         "Which Keras model of a run directory: best (best validation "
-                         "top-1) or final (the last, EMA, weights).")
+_CHECKPOINT = cli.define_checkpoint()
 _DATASET = cli.define("data", flags.DEFINE_string, "dataset", None,
                       f"The data to evaluate on: {DATASET_FORMS}.", required=True)
 _SPLIT = cli.define("data", flags.DEFINE_string, "split", None,
@@ -32,9 +28,7 @@ _DATA_DIR = cli.define("data", flags.DEFINE_string, "data_dir", None,
                        "tfds data_dir (default: tfds' own).")
 _MAX_IMAGES = cli.define("data", flags.DEFINE_integer, "max_images", None,
                          "Evaluate on at most this many images (>= 1; default: all).")
-_CROP = cli.define("data", flags.DEFINE_float, "crop_fraction", None,
-                   "Eval center crop in (0, 1] (default: the run's, else "
-                   f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
+_CROP = cli.define_crop_fraction()
 _JSON = cli.define("output", flags.DEFINE_bool, "json", False,
                    "Print one JSON object (top1, top5, loss, num_images, "
                    "per_class_accuracy, ...) instead of text.")
@@ -53,8 +47,7 @@ def main(argv):
             raise cli.UsageError(f"--split: {err}") from None
     if _MAX_IMAGES.value is not None and _MAX_IMAGES.value < 1:
         raise cli.UsageError(f"--max_images={_MAX_IMAGES.value} must be >= 1")
-    if _CROP.value is not None and not 0 < _CROP.value <= 1:
-        raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
+    cli.check_crop_fraction(_CROP.value)
     evaluation = cli.load("mobilenet_tf.inference.evaluation")
     cli.quiet_litert_banner(_MODEL.value)
     config = evaluation.EvalConfig(model=_MODEL.value, dataset=_DATASET.value,

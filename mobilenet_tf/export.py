@@ -51,6 +51,8 @@ def main(argv):
     if config.dataset:
         cli.check_dataset(config.dataset)
     exporter = cli.load("mobilenet_tf.serving.exporter")
+    from mobilenet_tf.serving import report as export_report
+
     try:
         with cli.quiet_native_stderr():  # the converter's C++/MLIR chatter
             report = exporter.export(config)
@@ -59,7 +61,7 @@ def main(argv):
     except exporter.ExportVerificationError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_VERIFICATION_FAILED
-    print(exporter.export_report.format_report(report))
+    print(export_report.format_report(report))
     return 0
 
 

@@ -1,8 +1,10 @@
 """Options declared once: a config dataclass field carries its flag's help and topic.
 
 ``TrainConfig``, ``DataConfig`` and ``ExportConfig`` declare every field with ``option``;
-``mobilenet_tf.cli`` turns the fields into absl flags and prints ``--help`` by topic. No
-TensorFlow here (the command lines check their flags before importing it).
+``mobilenet_tf.cli`` turns the fields into absl flags and prints ``--help`` by topic. The
+three configs state their rules in one form, a ``require`` or ``require_valid`` call per
+rule, checked in order. No TensorFlow here (the command lines check their flags before
+importing it).
 """
 
 from __future__ import annotations
@@ -20,3 +22,15 @@ def option(default, help_text: str, group: str):
     if group not in TOPICS:
         raise ValueError(f"option group {group!r}; valid groups: {TOPICS}")
     return dataclasses.field(default=default, metadata={"help": help_text, "group": group})
+
+
+def require(ok, message: str) -> None:
+    """Raises ValueError(message) unless ``ok``: one rule of a config."""
+    if not ok:
+        raise ValueError(message)
+
+
+def require_valid(config, ok, flag: str, rule: str) -> None:
+    """``require`` with the usual message, ``--FLAG=VALUE is not valid: RULE``."""
+    if not ok:
+        raise ValueError(f"--{flag}={getattr(config, flag)!r} is not valid: {rule}")

@@ -19,17 +19,11 @@ import sys
 from absl import flags
 
 from mobilenet_tf import cli
-from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
 _MODEL = cli.define("model", flags.DEFINE_string, "model", None,
                     f"The model: {cli.MODEL_FORMS}.", required=True)
-_CHECKPOINT = cli.define("model", flags.DEFINE_enum, "checkpoint", "best",
-                         sorted(run_record.MODELS), "Which Keras model of a run directory: best "
-                         "(best validation top-1) or final (the last, EMA, weights).")
-_CROP = cli.define("data", flags.DEFINE_float, "crop_fraction", None,
-                   "Eval center crop in (0, 1] (default: the run's, else "
-                   f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
+_CHECKPOINT = cli.define_checkpoint()
+_CROP = cli.define_crop_fraction()
 _TOP_K = cli.define("output", flags.DEFINE_integer, "top_k", 5,
                     "How many classes to print per image (>= 1).")
 _JSON = cli.define("output", flags.DEFINE_bool, "json", False,
@@ -73,8 +67,7 @@ def main(argv):
         raise cli.UsageError("give at least one IMAGE_OR_DIR after the flags")
     if _TOP_K.value < 1:
         raise cli.UsageError(f"--top_k={_TOP_K.value} must be >= 1")
-    if _CROP.value is not None and not 0 < _CROP.value <= 1:
-        raise cli.UsageError(f"--crop_fraction={_CROP.value} must be in (0, 1]")
+    cli.check_crop_fraction(_CROP.value)
     cli.check_model_path(_MODEL.value)
     config = PredictConfig(model=_MODEL.value, inputs=tuple(argv[1:]),
                            checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,

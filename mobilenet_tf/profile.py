@@ -1,9 +1,17 @@
-"""CLI: mult-adds and parameters of a MobileNet, counted as the paper counts them.
+"""Print the mult-adds and parameters of a MobileNet, counted as the paper counts them.
 
     python -m mobilenet_tf.profile --alpha=0.75 --resolution=192
     python -m mobilenet_tf.profile --paper_tables
     python -m mobilenet_tf.profile --json
+
+In Python the same counts come from the function ``mobilenet_tf.profile`` (defined in
+``mobilenet_tf.model.costs``). Neither is TensorFlow's profiler, which records training
+steps into TensorBoard (``python -m mobilenet_tf.train --profile_steps``).
 """
+
+# This module is the command only: it is run as ``python -m mobilenet_tf.profile`` and
+# imported by nothing, since ``import mobilenet_tf.profile`` would bind the package's
+# attribute ``profile`` to this module and hide the function of that name.
 
 import json
 
@@ -60,37 +68,42 @@ def main(argv):
     for flag in (_NUM_CLASSES, _DEPTH_MULTIPLIER):
         if flag.value < 1:
             raise cli.UsageError(f"--{flag.name}={flag.value} must be >= 1")
-    profiler = cli.load("mobilenet_tf.model.costs")
-    from mobilenet_tf.model import paper
-
+    costs = cli.load("mobilenet_tf.model.costs")
     try:
-        prof = profiler.profile(alpha=_ALPHA.value, resolution=resolution,
-                                variant=_VARIANT.value, num_classes=_NUM_CLASSES.value,
-                                depth_multiplier=_DEPTH_MULTIPLIER.value)
+        prof = costs.profile(alpha=_ALPHA.value, resolution=resolution,
+                             variant=_VARIANT.value, num_classes=_NUM_CLASSES.value,
+                             depth_multiplier=_DEPTH_MULTIPLIER.value)
     except ValueError as err:
         raise cli.UsageError(str(err)) from None
-    rows = profiler.paper_comparison() if _PAPER_TABLES.value else None
+    rows = costs.paper_comparison() if _PAPER_TABLES.value else None
     if _JSON.value:
         out = prof.to_dict()
         if rows is not None:
             out["paper_tables"] = rows
         print(json.dumps(out, indent=1))
         return
+    _print_tables(costs, prof, resolution, rows)
+
+
+def _print_tables(costs, prof, resolution, rows) -> None:
+    """The text output: Tables 1 and 2 for the model, then Tables 4-7 when asked."""
+    from mobilenet_tf.model import paper
+
     print(f"MobileNet variant={_VARIANT.value} alpha={_ALPHA.value} "
           f"resolution={_RESOLUTION.value} num_classes={_NUM_CLASSES.value} "
           f"depth_multiplier={_DEPTH_MULTIPLIER.value}\n")
     print("Table 1 (per layer):")
-    print(profiler.format_table1(prof))
+    print(costs.format_table1(prof))
     default = (_ALPHA.value == 1.0 and _VARIANT.value == "mobilenet"
                and resolution in (224, (224, 224, 3))
                and _NUM_CLASSES.value == 1000 and _DEPTH_MULTIPLIER.value == 1)
     print("\nTable 2 (resources per layer type):")
-    print(profiler.format_table2(prof, paper.TABLE2 if default else None))
+    print(costs.format_table2(prof, paper.TABLE2 if default else None))
     print(f"\nTotal: {prof.mult_adds / 1e6:.1f} million mult-adds, "
           f"{prof.params / 1e6:.2f} million parameters")
     if rows is not None:
         print("\nTables 4-7 of the paper, recomputed from the builder:")
-        print(profiler.format_paper_tables(rows))
+        print(costs.format_paper_tables(rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 r"""Train MobileNet v1: ``python -m mobilenet_tf.train --flagfile=CFG --workdir=RUN``.
 
 A flag on the command line overrides the flagfile. The flags are the fields of
-``train_config.TrainConfig`` (model, schedule, optimization, runtime) and of
+``training.config.TrainConfig`` (model, schedule, optimization, runtime) and of
 ``data.DataConfig`` (dataset and augmentation); ``--help`` lists them by topic. Re-running
 the same command resumes an interrupted run from its latest checkpoint; a finished run
 does nothing. Examples:
@@ -19,8 +19,9 @@ import sys
 from absl import flags
 
 from mobilenet_tf import cli
-from mobilenet_tf.training import config as train_config
 from mobilenet_tf.data.config import DataConfig
+from mobilenet_tf.rundir.errors import RunError
+from mobilenet_tf.training import config as train_config
 
 FLAGS = flags.FLAGS
 cli.define("output", flags.DEFINE_string, "workdir", None, "Run directory: checkpoints, "
@@ -56,7 +57,7 @@ def main(argv):
     trainer = cli.load("mobilenet_tf.training.trainer")  # TensorFlow: only once the flags are valid
     try:
         trainer.train_and_evaluate(config, FLAGS.workdir)
-    except trainer.RunError as err:  # exit status per reason: docs/training.md
+    except RunError as err:  # exit status per reason: docs/training.md
         print(f"\n{type(err).__name__}: {err}", file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
     except ValueError as err:  # bad data path, batch vs replicas, ...

@@ -1,22 +1,29 @@
-"""Tiny in-memory inputs with the interface of ``data.build_input`` (for trainer tests)."""
+"""Tiny in-memory inputs for the trainer tests, and a command line that trains on them.
+
+The inputs implement :class:`mobilenet_tf.data.interface.Input`, the interface of what
+``data.build_input`` returns, so the trainer runs on them without reading files.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow as tf
 
+from mobilenet_tf.data.interface import BadImageTally, Input
+
 
 @dataclasses.dataclass
-class BadImages:
+class NoBadImages(BadImageTally):
+    """An in-memory input has no undecodable images: the tally stays empty."""
+
     count: int = 0
     examples: tuple = ()
 
 
 @dataclasses.dataclass
-class ArrayInput:
+class ArrayInput(Input):
     """A learnable toy task: class k = a bright square in one of k quadrant-ish spots."""
 
     images: np.ndarray  # float32 [n,h,w,3] in [-1,1]
@@ -26,7 +33,7 @@ class ArrayInput:
     global_batch_size: int
     seed: int = 0
     nan_after_batches: int = -1  # training: images become NaN from this batch on
-    bad_images: BadImages = dataclasses.field(default_factory=BadImages)
+    bad_images: NoBadImages = dataclasses.field(default_factory=NoBadImages)
 
     @property
     def num_examples(self):
@@ -91,16 +98,17 @@ def main():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from mobilenet_tf.training import trainer
+    from mobilenet_tf.rundir.errors import RunError
+    from mobilenet_tf.training.config import TrainConfig
+    from mobilenet_tf.training.trainer import Trainer
 
-    config = trainer.TrainConfig(**json.loads(args.config))
+    config = TrainConfig(**json.loads(args.config))
     train, evaluation = toy_inputs(**json.loads(args.toy))
     train.nan_after_batches = args.nan_after_batches
-    run = trainer.Trainer(config, args.workdir, train, evaluation)
+    run = Trainer(config, args.workdir, train, evaluation)
     try:
         run.run()
-    except trainer.RunError as err:  # exit status as python -m mobilenet_tf.train's
+    except RunError as err:  # exit status as python -m mobilenet_tf.train's
         print(f"{type(err).__name__}: {err}", flush=True)
         sys.exit(err.exit_code)
     if args.weights_out:

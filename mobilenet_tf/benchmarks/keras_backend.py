@@ -109,7 +109,7 @@ def import_timm():
     """(torch, timm), or None with the reason printed (torchvision stubbed if broken)."""
     from mobilenet_tf.benchmarks import timm_train
     try:
-        return timm_train._import_timm(stub_torchvision=True)
+        return timm_train.import_timm(stub_torchvision=True)
     except SystemExit:
         print("--torch_baseline: torch/timm not importable; timm side skipped", flush=True)
         return None

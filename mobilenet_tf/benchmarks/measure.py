@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import TrainConfig
 
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train.py")
 TIMM_PYTHON_ENV = "MOBILENET_TF_TIMM_PYTHON"
@@ -73,8 +74,8 @@ def in_memory(s: Setting, seed=0) -> InMemoryInput:
     return InMemoryInput(images, labels, [f"c{i}" for i in range(s.num_classes)], s.batch)
 
 
-def train_config(s: Setting, data_cfg=None) -> trainer.TrainConfig:
-    return trainer.TrainConfig(
+def train_config(s: Setting, data_cfg=None) -> TrainConfig:
+    return TrainConfig(
         data=data_cfg, alpha=s.alpha, resolution=s.resolution, epochs=1,
         batch_size=s.batch, steps_per_epoch=s.steps + WARMUP_STEPS,
         steps_per_loop=WARMUP_STEPS, optimizer="rmsprop", learning_rate=0.01,

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
-from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import PRECISIONS
 from mobilenet_tf.benchmarks import measure
 from mobilenet_tf.benchmarks.settings import parse_settings
 
@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """The command line's flags, defined only when it runs (importing this module for
     its functions, as the tests do, must not define flags that clash with others)."""
-    flags.DEFINE_list("precisions", list(trainer.PRECISIONS), "Keras dtype policies.")
+    flags.DEFINE_list("precisions", list(PRECISIONS), "Keras dtype policies.")
     flags.DEFINE_list("xla", ["off", "on"], "XLA settings: off, on.")
     flags.DEFINE_string("settings", "224:128", "RESOLUTION:BATCH pairs, comma-separated.")
     flags.DEFINE_float("alpha", 1.0, "Width multiplier.")
@@ -48,9 +48,9 @@ XLA_VALUES = {"off": False, "on": True}
 def combinations(precisions, xla) -> list[tuple[str, bool]]:
     """Validated (precision, xla) pairs; errors name the flag and the valid values."""
     for p in precisions:
-        if p not in trainer.PRECISIONS:
+        if p not in PRECISIONS:
             raise ValueError(f"--precisions: {p!r} is not valid; allowed values: "
-                             f"{list(trainer.PRECISIONS)}")
+                             f"{list(PRECISIONS)}")
     for x in xla:
         if x not in XLA_VALUES:
             raise ValueError(f"--xla: {x!r} is not valid; allowed values: {list(XLA_VALUES)}")

@@ -4,10 +4,10 @@ r"""Where a training step's time goes: cumulative ablation of the train step's p
       [--steps=8] [--rounds=2]
 
 Times, in one process on random data, compiled steps (``tf.function``) of MobileNet
-alpha 1.0 that do successively more of what ``Trainer._make_train_loop`` does:
+alpha 1.0 that do successively more of what the trainer's step (``training.steps``) does:
 forward (training mode) -> + backward -> + RMSprop update -> + L2 weight decay ->
 + label smoothing and top-1/top-5 counts -> + EMA of the weights; each with Keras'
-batch norm and with the fused one (mobilenet_tf/batchnorm.py). Rounds alternate the
+batch norm and with the fused one (mobilenet_tf/model/batchnorm.py). Rounds alternate the
 variants; the median seconds per step of each is printed, and the difference between
 consecutive variants is that part's cost.
 """

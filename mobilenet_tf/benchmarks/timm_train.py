@@ -2,9 +2,10 @@ r"""timm's ``mobilenetv1_100`` (PyTorch) training throughput, one measurement.
 
 Run by ``mobilenet_tf.benchmarks.training`` in a subprocess with the Python of an
 environment that has torch and timm (``--timm_python``), so that the TensorFlow
-environment needs neither; it imports nothing from mobilenet_tf (run it by file path):
+environment needs neither; it imports nothing from mobilenet_tf (run it by file path;
+``$TIMM_VENV`` is the torch/timm environment of docs/benchmarks.md, "Commands"):
 
-  /work/venv-timm/bin/python mobilenet_tf/benchmarks/timm_train.py \
+  $TIMM_VENV/bin/python mobilenet_tf/benchmarks/timm_train.py \
       --resolution=128 --batch_size=64 --steps=30 --warmup=10
 
 Prints one JSON line: {"wall_images_per_s", "cpu_images_per_s", "torch", "timm",
@@ -59,7 +60,7 @@ class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def _import_timm(stub_torchvision: bool):
+def import_timm(stub_torchvision: bool):
     try:
         import torch
     except ImportError as err:
@@ -81,7 +82,7 @@ def _import_timm(stub_torchvision: bool):
 
 
 def measure(args) -> dict:
-    torch, timm = _import_timm(args.stub_torchvision)
+    torch, timm = import_timm(args.stub_torchvision)
     torch.manual_seed(0)
     model = timm.create_model("mobilenetv1_100", pretrained=False,
                               num_classes=args.num_classes)

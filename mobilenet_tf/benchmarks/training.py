@@ -1,14 +1,14 @@
 r"""Training throughput: our loop vs ``keras.applications.MobileNet`` + ``fit`` vs timm.
 
   python -m mobilenet_tf.benchmarks.training [--settings=128:64,224:32] [--steps=30]
-      [--repeats=3] [--alpha=1.0] [--timm_python=/work/venv-timm/bin/python]
+      [--repeats=3] [--alpha=1.0] [--timm_python=$TIMM_VENV/bin/python]
       [--timm_steps=N]
       [--jpeg] [--jpeg_dir=DIR]
 
 For each RESOLUTION:BATCH setting, in one process and on the same in-memory data (random
 normalized images, one-hot labels, a cached repeated ``tf.data`` pipeline):
   * ours: ``trainer.Trainer`` (the custom ``strategy.run`` loop, ``steps_per_loop`` steps
-    per ``tf.function`` call; batch norm through the fused kernel, mobilenet_tf/batchnorm.py);
+    per ``tf.function`` call; batch norm through the fused kernel, mobilenet_tf/model/batchnorm.py);
   * keras: ``keras.applications.MobileNet(weights=None)`` compiled with the same RMSprop
     and label-smoothed cross-entropy, trained with ``model.fit``;
   * timm: timm's ``mobilenetv1_100`` in PyTorch (same optimizer, loss and batch), in a

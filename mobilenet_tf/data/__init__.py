@@ -10,7 +10,7 @@ _EXPORTS = {
     "DataConfig": "config",
     "LABELS_FILE": "labels", "read_labels": "labels", "write_labels": "labels",
     "BadImages": "pipeline", "InputPipeline": "pipeline", "build_input": "pipeline",
-    "iterate_uint8": "pipeline",
+    "iterate_uint8": "pipeline", "Input": "interface", "BadImageTally": "interface",
     "EVAL_CROP_FRACTION": "config", "MEAN": "preprocessing", "STD": "preprocessing",
     "center_crop_and_resize": "preprocessing", "decode_image": "preprocessing",
     "eval_preprocess": "preprocessing", "normalize": "preprocessing",

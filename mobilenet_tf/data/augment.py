@@ -29,7 +29,9 @@ def _sub_seed(seed, k: int):
     return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), k)
 
 
-def _crop_window(image_shape, seed, area_range, aspect_range):
+def crop_window(image_shape, seed, area_range, aspect_range):
+    """``(begin, size)`` of a seeded crop of an image of ``image_shape``: the whole image
+    when 10 tries find no window within ``area_range`` and ``aspect_range``."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         image_shape, bounding_boxes=_WHOLE_IMAGE, seed=seed, min_object_covered=0.0,
         aspect_ratio_range=aspect_range, area_range=area_range, max_attempts=10,
@@ -53,7 +55,7 @@ def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
     aspect_range = tuple(float(a) for a in aspect_range)
 
     def crop_decoded(image):
-        begin, crop = _crop_window(tf.shape(image), seed, area_range, aspect_range)
+        begin, crop = crop_window(tf.shape(image), seed, area_range, aspect_range)
         return tf.slice(image, begin, crop)
 
     if encoded:
@@ -61,7 +63,7 @@ def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
             shape = tf.image.extract_jpeg_shape(data)
 
             def within_limit():
-                begin, crop = _crop_window(shape, seed, area_range, aspect_range)
+                begin, crop = crop_window(shape, seed, area_range, aspect_range)
                 window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
                 return tf.image.decode_and_crop_jpeg(data, window, channels=3)
             if not max_pixels:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.options import option as _field
+from mobilenet_tf.options import option as _field, require
 from mobilenet_tf.data.specs import (DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION,
                                      parse_dataset_spec)
 
@@ -88,44 +88,38 @@ class DataConfig:
 
     def __post_init__(self):
         self.image_size = _pair(self.image_size, "--image_size")
-        if not isinstance(self.dataset, str) or not self.dataset.strip():
-            raise ValueError("--dataset must be one of 'synthetic', 'tfds:NAME[/CONFIG]', "
-                             f"'folder:PATH', 'tfrecord:GLOB'; got {self.dataset!r}")
+        require(isinstance(self.dataset, str) and self.dataset.strip(),
+                "--dataset must be one of 'synthetic', 'tfds:NAME[/CONFIG]', "
+                f"'folder:PATH', 'tfrecord:GLOB'; got {self.dataset!r}")
         # Malformed specs fail here, before anything else happens.
         parse_dataset_spec(self.dataset)
-        if self.bad_images not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, "
-                             f"got {self.bad_images!r}")
-        if self.max_image_pixels < 1:
-            raise ValueError(f"--max_image_pixels must be >= 1 (width x height above which "
-                             f"images are decoded at reduced scale or refused), got "
-                             f"{self.max_image_pixels}")
-        if not 0 < self.min_area <= self.max_area <= 1:
-            raise ValueError("--min_area/--max_area must satisfy 0 < min_area <= max_area <= 1,"
-                             f" got {self.min_area}, {self.max_area}")
-        if not 0 < self.min_aspect <= self.max_aspect:
-            raise ValueError("--min_aspect/--max_aspect must satisfy 0 < min_aspect <= "
-                             f"max_aspect, got {self.min_aspect}, {self.max_aspect}")
-        if not 0 < self.crop_fraction <= 1:
-            raise ValueError(f"--crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if not 0 <= self.color_jitter < 1:
-            raise ValueError(f"--color_jitter must be in [0, 1), got {self.color_jitter}")
-        if self.mixup_alpha < 0:
-            raise ValueError(f"--mixup_alpha must be >= 0, got {self.mixup_alpha}")
-        if not 0 <= self.cutmix_alpha <= 1:
-            raise ValueError(f"--cutmix_alpha must be in [0, 1] (keras.layers.CutMix factor), "
-                             f"got {self.cutmix_alpha}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise ValueError(f"--holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        require(self.bad_images in BAD_IMAGE_POLICIES,
+                f"--bad_images must be one of {BAD_IMAGE_POLICIES}, got {self.bad_images!r}")
+        require(self.max_image_pixels >= 1,
+                "--max_image_pixels must be >= 1 (width x height above which images are "
+                f"decoded at reduced scale or refused), got {self.max_image_pixels}")
+        require(0 < self.min_area <= self.max_area <= 1,
+                "--min_area/--max_area must satisfy 0 < min_area <= max_area <= 1, got "
+                f"{self.min_area}, {self.max_area}")
+        require(0 < self.min_aspect <= self.max_aspect,
+                "--min_aspect/--max_aspect must satisfy 0 < min_aspect <= max_aspect, got "
+                f"{self.min_aspect}, {self.max_aspect}")
+        require(0 < self.crop_fraction <= 1,
+                f"--crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        require(0 <= self.color_jitter < 1,
+                f"--color_jitter must be in [0, 1), got {self.color_jitter}")
+        require(self.mixup_alpha >= 0, f"--mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        require(0 <= self.cutmix_alpha <= 1, "--cutmix_alpha must be in [0, 1] "
+                f"(keras.layers.CutMix factor), got {self.cutmix_alpha}")
+        require(0 <= self.holdout_fraction < 1,
+                f"--holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         synthetic.class_names(self.synthetic_num_classes)  # the range check, one place
-        if self.synthetic_num_examples < 1:
-            raise ValueError("--synthetic_num_examples must be >= 1, "
-                             f"got {self.synthetic_num_examples}")
-        if self.synthetic_image_size < 8:
-            raise ValueError("--synthetic_image_size must be >= 8, "
-                             f"got {self.synthetic_image_size}")
-        if self.shuffle_buffer < 1:
-            raise ValueError(f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        require(self.synthetic_num_examples >= 1, "--synthetic_num_examples must be >= 1, "
+                f"got {self.synthetic_num_examples}")
+        require(self.synthetic_image_size >= 8, "--synthetic_image_size must be >= 8, "
+                f"got {self.synthetic_image_size}")
+        require(self.shuffle_buffer >= 1,
+                f"--shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
 
     def to_dict(self) -> dict:
         """JSON-ready dict; ``DataConfig(**cfg.to_dict())`` rebuilds an equal config."""
@@ -141,6 +135,5 @@ def _pair(value, flag):
         h, w = (int(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{flag} must be an int or (height, width), got {value!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"{flag} must be positive, got {value!r}")
+    require(h >= 1 and w >= 1, f"{flag} must be positive, got {value!r}")
     return (h, w)

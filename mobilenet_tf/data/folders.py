@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf.data.source_base import (Source, _class_slice_positions, _indexed,
-                                           _remap_to, _shard_indices)
+from mobilenet_tf.data.source_base import (Source, class_slice_positions, indexed,
+                                           remap_to, shard_indices)
 from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, HOLDOUT_SEED,
                                      IMAGE_EXTENSIONS, flat_split_part, holdout_count,
                                      parse_split)
@@ -139,7 +139,7 @@ class FolderSource(Source):
         base = np.arange(len(labels))
         if self.layout == "classes":
             base = _holdout_positions(labels, len(classes), part, holdout_fraction, classes)
-        keep = base[_class_slice_positions(labels[base], len(classes), self.split, seed,
+        keep = base[class_slice_positions(labels[base], len(classes), self.split, seed,
                                            classes)]
         if len(keep) == 0:
             why = (f" (--holdout_fraction={holdout_fraction} holds out no images)"
@@ -150,7 +150,7 @@ class FolderSource(Source):
             remap = np.arange(len(classes), dtype=np.int32)
         else:
             self.class_names = list(class_names)
-            remap = _remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
+            remap = remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
         self.paths = [paths[k] for k in keep]  # a list: no fixed-width copy of 1M+ paths
         self.labels = remap[labels[keep]]
         self.num_examples = len(self.paths)
@@ -175,9 +175,9 @@ class FolderSource(Source):
 
     def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
         # One file per example: sharding by files and by examples coincide.
-        idx = _shard_indices(self.num_examples, num_shards, shard_index)
+        idx = shard_indices(self.num_examples, num_shards, shard_index)
         paths = tf.constant([self.paths[k] for k in idx])
         labels = tf.constant(self.labels[idx])
-        return _indexed(len(idx), shuffle, seed).map(
+        return indexed(len(idx), shuffle, seed).map(
             lambda k: (tf.io.read_file(paths[k]), labels[k], paths[k]),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)

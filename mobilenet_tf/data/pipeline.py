@@ -45,7 +45,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 class BadImages:
-    """Running tally of distinct bad records (thread-safe; filled while iterating)."""
+    """Running tally of distinct bad records (thread-safe; filled while iterating).
+
+    The :class:`mobilenet_tf.data.interface.BadImageTally` of every ``InputPipeline``.
+    """
 
     MAX_EXAMPLES = 10  # names kept in ``examples`` and logged
 
@@ -81,6 +84,13 @@ class BadImages:
 
 @dataclasses.dataclass
 class InputPipeline:
+    """What ``build_input`` returns: the :class:`mobilenet_tf.data.interface.Input` that
+    reads a configured source, plus the split and batch size it was built for.
+
+    It implements the protocol structurally rather than by subclassing: a dataclass field
+    without a default (``input_fn``) cannot follow the protocol's method of that name.
+    """
+
     class_names: list
     num_examples: int
     input_fn: Callable[[Optional[tf.distribute.InputContext]], tf.data.Dataset]

@@ -11,7 +11,7 @@ import sys
 
 import tensorflow as tf
 
-from mobilenet_tf.data.config import EVAL_CROP_FRACTION  # noqa: F401  (re-exported)
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
 GIF_MAGIC = b"GIF8"  # the first bytes of a GIF (GIF87a, GIF89a)
 MEAN = 127.5  # per channel, in uint8 pixel units

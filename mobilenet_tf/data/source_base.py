@@ -12,8 +12,8 @@ import tensorflow as tf
 from mobilenet_tf.data.specs import SplitSpec
 
 
-def _class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpec,
-                           seed: int, class_keys: Sequence[str]) -> np.ndarray:
+def class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpec,
+                          seed: int, class_keys: Sequence[str]) -> np.ndarray:
     """Indices (sorted) kept by a per-class seeded percent slice."""
     if not split.sliced:
         return np.arange(len(labels))
@@ -25,7 +25,7 @@ def _class_slice_positions(labels: np.ndarray, num_classes: int, split: SplitSpe
     return np.sort(np.concatenate(keep)) if keep else np.zeros([0], np.int64)
 
 
-def _remap_to(class_names, source_names, where):
+def remap_to(class_names, source_names, where):
     """Index map source class -> position in the fixed ``class_names``."""
     index = {n: i for i, n in enumerate(class_names)}
     missing = [n for n in source_names if n not in index]
@@ -36,14 +36,14 @@ def _remap_to(class_names, source_names, where):
     return np.array([index[n] for n in source_names], np.int32)
 
 
-def _shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
+def shard_indices(n: int, num_shards: int, shard_index: int) -> np.ndarray:
     if n < num_shards:
         raise ValueError(f"{n} examples cannot be sharded over {num_shards} input pipelines: "
                          "use more data or fewer workers")
     return np.arange(shard_index, n, num_shards)
 
 
-def _indexed(n: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+def indexed(n: int, shuffle: bool, seed: int) -> tf.data.Dataset:
     """Indices 0..n-1: in order (one pass), or -- shuffle=True -- an endless stream of
     epochs, each a fresh seeded permutation of all n (no shuffle buffer to hold or fill,
     whatever n)."""

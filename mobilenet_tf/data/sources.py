@@ -31,13 +31,12 @@ import tensorflow as tf
 from absl import logging
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.data.folders import FolderSource  # noqa: F401  (re-exported)
+from mobilenet_tf.data.folders import FolderSource
 from mobilenet_tf.data.labels import LABELS_FILE, parse_labels
-from mobilenet_tf.data.source_base import (  # noqa: F401  (re-exported)
-    Source, _class_slice_positions, _indexed, _remap_to, _shard_indices)
-from mobilenet_tf.data.specs import (  # noqa: F401  (re-exported)
-    DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION, FLAT_SPLITS, IMAGE_EXTENSIONS,
-    SPLIT_PLACEHOLDER, DatasetSpec, SplitSpec, parse_dataset_spec, parse_split)
+from mobilenet_tf.data.source_base import (Source, class_slice_positions, indexed,
+                                           remap_to, shard_indices)
+from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, SPLIT_PLACEHOLDER,
+                                     parse_dataset_spec, parse_split)
 
 
 class SyntheticSource(Source):
@@ -48,7 +47,7 @@ class SyntheticSource(Source):
         self.split = parse_split(split, "synthetic")
         names = synthetic.class_names(num_classes)
         all_labels = synthetic.labels(num_examples, num_classes)
-        keep = _class_slice_positions(all_labels, num_classes, self.split, seed, names)
+        keep = class_slice_positions(all_labels, num_classes, self.split, seed, names)
         if len(keep) == 0:
             raise ValueError(f"split {split!r} of --dataset=synthetic selects no examples "
                              f"(--synthetic_num_examples={num_examples})")
@@ -60,7 +59,7 @@ class SyntheticSource(Source):
             self.labels = labels
         else:
             self.class_names = list(class_names)
-            self.labels = _remap_to(self.class_names, names,
+            self.labels = remap_to(self.class_names, names,
                                     f"--dataset=synthetic split {split!r}")[labels]
         self.names = np.array([f"synthetic/{self.split.name}#{i}" for i in keep])
         self.num_examples = len(keep)
@@ -69,10 +68,10 @@ class SyntheticSource(Source):
         return 1
 
     def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
-        idx = _shard_indices(self.num_examples, num_shards, shard_index)
+        idx = shard_indices(self.num_examples, num_shards, shard_index)
         images, labels = tf.constant(self.images[idx]), tf.constant(self.labels[idx])
         names = tf.constant(self.names[idx])
-        return _indexed(len(idx), shuffle, seed).map(
+        return indexed(len(idx), shuffle, seed).map(
             lambda k: (images[k], labels[k], names[k]))
 
 
@@ -117,7 +116,7 @@ class TFRecordSource(Source):
                              f"--label_offset={label_offset} is negative")
         num_classes = int(labels.max()) + 1
         names = self._names(labels, synsets, num_classes, os.path.dirname(files[0]), spec)
-        keep = _class_slice_positions(labels, num_classes, self.split, seed, names)
+        keep = class_slice_positions(labels, num_classes, self.split, seed, names)
         if len(keep) == 0:
             raise ValueError(f"--dataset={spec}: split {split!r} selects no records")
         if class_names is None:
@@ -134,7 +133,7 @@ class TFRecordSource(Source):
                 remap = np.arange(max(num_classes, len(self.class_names)), dtype=np.int32)
             else:
                 remap = np.zeros(num_classes, np.int32)
-                remap[present] = _remap_to(self.class_names, [names[c] for c in present],
+                remap[present] = remap_to(self.class_names, [names[c] for c in present],
                                            f"--dataset={spec} split {split!r}")
         self.label_offset = label_offset
         self.remap = remap
@@ -206,7 +205,7 @@ class TFRecordSource(Source):
 
     def dataset(self, num_shards=1, shard_index=0, shuffle=False, seed=0):
         by_files = len(self.files) >= num_shards
-        file_idx = (_shard_indices(len(self.files), num_shards, shard_index) if by_files
+        file_idx = (shard_indices(len(self.files), num_shards, shard_index) if by_files
                     else np.arange(len(self.files)))
         files = tf.data.Dataset.from_tensor_slices(
             (np.array(self.files)[file_idx], self.offsets[file_idx]))
@@ -281,7 +280,7 @@ class TFDSSource(Source):
             remap = np.arange(len(source_names), dtype=np.int32)
         else:
             self.class_names = list(class_names)
-            remap = _remap_to(self.class_names, source_names,
+            remap = remap_to(self.class_names, source_names,
                               f"--dataset={spec} split {split!r}")
         self.remap = remap
         try:

@@ -26,6 +26,7 @@ import tensorflow as tf
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
 CHECKPOINTS = run_record.MODELS
 SAVED_MODEL_SIGNATURE = "classify_images"
@@ -133,7 +134,7 @@ class TFLiteClassifier(Classifier):
             return image.astype(np.float32)
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
-        if dtype == np.uint8 and _takes_plain_pixels(scale, zero_point):
+        if dtype == np.uint8 and takes_plain_pixels(scale, zero_point):
             q = np.round(image * preprocessing.STD + preprocessing.MEAN)
         else:
             q = np.round(image / scale + zero_point)
@@ -158,8 +159,10 @@ class TFLiteClassifier(Classifier):
             np.stack([self.preprocess(im) for im in images]) if len(images) else [])
 
 
-def _takes_plain_pixels(scale: float, zero_point: int) -> bool:
-    """Whether a uint8 input quantized with (scale, zero_point) holds plain pixels."""
+def takes_plain_pixels(scale: float, zero_point: int) -> bool:
+    """Whether a uint8 input quantized with (scale, zero_point) holds plain pixels: scale
+    1/STD and a zero point within half a level of MEAN, what the exporter writes and
+    MediaPipe feeds (the export report checks it too)."""
     return (abs(scale * preprocessing.STD - 1) < 1e-3
             and abs(zero_point - preprocessing.MEAN) <= 0.5)
 
@@ -210,7 +213,7 @@ def run_checkpoint(workdir: str, checkpoint: str = "best") -> str:
 def run_crop_fraction(record: run_record.RunRecord) -> float:
     """The eval center crop the run was trained and evaluated with."""
     return float((record.data.config or {}).get("crop_fraction",
-                                                preprocessing.EVAL_CROP_FRACTION))
+                                                EVAL_CROP_FRACTION))
 
 
 def load_keras_model(path: str):
@@ -274,7 +277,7 @@ def load_classifier(path: str, *, checkpoint: str = "best",
         crop = crop_fraction if crop_fraction is not None else run_crop_fraction(record)
         return KerasClassifier(model_path, load_keras_model(model_path),
                                labels_lib.read_labels(path), crop)
-    crop = crop_fraction if crop_fraction is not None else preprocessing.EVAL_CROP_FRACTION
+    crop = crop_fraction if crop_fraction is not None else EVAL_CROP_FRACTION
     if kind == "keras":
         model = load_keras_model(path)
         return KerasClassifier(path, model, _labels_beside(path, int(model.output_shape[-1])),
@@ -291,7 +294,7 @@ def load_classifier(path: str, *, checkpoint: str = "best",
         return SavedModelClassifier(path, loaded, names, size,
                                     float(loaded.crop_fraction.numpy()))
     # tflite
-    from mobilenet_tf.serving import tflite_metadata
+    from mobilenet_tf.inference import tflite_metadata
 
     try:
         names = list(tflite_metadata.read_image_classifier_metadata(path).labels)

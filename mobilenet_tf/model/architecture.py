@@ -1,8 +1,10 @@
 """The architecture of MobileNet v1 as data (Table 1 of the paper): the stem and the
 thirteen depthwise-separable blocks, the variants and the paper's multipliers.
 
-No Keras or TensorFlow here: the builder (``model.py``) and the profiler read this table,
-and the command lines validate their flags against it before TensorFlow is imported.
+No Keras or TensorFlow here: the builder (``builder.py``) and the cost counter
+(``costs.py``) read this table, and the command lines validate their flags against it
+before TensorFlow is imported. The rules of the model's options live here too
+(``option_rule``), so the builder and ``TrainConfig`` check the same ones.
 """
 
 from __future__ import annotations
@@ -40,6 +42,28 @@ BLOCKS: tuple[Block, ...] = (
     Block(12, 1024, 2),
     Block(13, 1024, 1),
 )
+
+
+# name -> (test, what a valid value is): the rules that the builder's arguments and the
+# training flags of the same name share. Each caller words the message in its own form.
+_OPTION_RULES = {
+    "alpha": (lambda a: isinstance(a, (int, float)) and a > 0,
+              f"must be > 0 (paper: {', '.join(map(str, PAPER_ALPHAS))})"),
+    "variant": (lambda v: v in VARIANTS, f"allowed values: {list(VARIANTS)}"),
+    "depth_multiplier": (lambda d: isinstance(d, int) and d >= 1,
+                         "must be an integer >= 1"),
+    "dropout": (lambda p: 0 <= p < 1, "must be in [0, 1)"),
+    "bn_momentum": (lambda m: 0 <= m < 1, "must be in [0, 1)"),
+}
+MODEL_OPTIONS = tuple(_OPTION_RULES)
+
+
+def option_rule(name: str, value) -> str | None:
+    """The rule that ``value`` breaks as the model option ``name`` (one of
+    ``MODEL_OPTIONS``), or None when it is valid."""
+    test, rule = _OPTION_RULES[name]
+    return None if test(value) else rule
+
 
 def blocks_for(variant: str) -> tuple[Block, ...]:
     """The separable blocks that a variant keeps (all but Table 5's five for shallow)."""

@@ -6,8 +6,8 @@ gradients: several passes over the activations, each a separate op), where tf.ke
 the single fused kernel ``FusedBatchNormV3`` (one pass for the statistics and the
 normalization, one ``FusedBatchNormGradV3`` for the backward pass; cuDNN on GPUs, an
 Eigen kernel on CPUs, an XLA lowering under ``jit_compile``). In MobileNet v1 every one
-of the 27 convolutions is followed by batch norm, so on CPU a training step of the
-unfused layer costs ~1.6x the fused one (see docs/benchmarks.md).
+of the 27 convolutions is followed by batch norm, so on CPU a training step with the
+unfused layer is much slower (docs/benchmarks.md, "Training speed: fused batch norm").
 
 Design: a subclass of ``keras.layers.BatchNormalization`` that only replaces ``call`` in
 training mode, and only where the fused kernel computes the same function:
@@ -26,7 +26,7 @@ Moving statistics follow Keras' rule, ``moving = moving * momentum + batch * (1 
 momentum)``, with the *biased* batch variance Keras uses: the kernel returns the
 Bessel-corrected variance ``sum((x - mean)^2) / (n - 1)`` (n = N*H*W), so it is scaled
 by ``(n - 1) / n``. Training-mode outputs differ from Keras' only by float rounding
-(different summation order: ~1e-6 relative in float32), see tests/test_batchnorm.py.
+(a different summation order; tests/model/test_batchnorm.py sets the tolerance).
 
 Variables, their names, shapes, order and the class name are those of Keras' layer, so
 weight files (``.weights.h5``, whose paths Keras 3 derives from the snake-cased *class

@@ -1,11 +1,11 @@
 """The MobileNet v1 network of Howard et al. 2017, built with the Keras functional API.
 
 The architecture is one declarative table (``STEM_FILTERS`` and ``BLOCKS`` in
-``mobilenet_tf.model.architecture``, Table 1 of the paper). The builder reads it; the profiler
-reads the built model. Layer names and weight
-shapes follow ``keras.applications.MobileNet`` exactly (``conv1``, ``conv_dw_N``,
-``conv_pw_N``, their ``_bn`` layers, ``conv_preds``), so Keras' published ImageNet weights
-load into this model and this model's weights load into Keras'.
+``mobilenet_tf.model.architecture``, Table 1 of the paper). The builder reads it; the cost
+counter (``costs.py``) reads the built model. Layer names and weight shapes follow
+``keras.applications.MobileNet`` exactly (``conv1``, ``conv_dw_N``, ``conv_pw_N``, their
+``_bn`` layers, ``conv_preds``), so Keras' published ImageNet weights load into this model
+and this model's weights load into Keras'.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import os
 import keras
 from keras import layers
 
-from mobilenet_tf.model.architecture import (  # noqa: F401  (re-exported)
-    BLOCKS, MIN_RESOLUTION, PAPER_ALPHAS, PAPER_RESOLUTIONS, POOLINGS, STEM_FILTERS,
-    STEM_STRIDE, VARIANTS, Block, blocks_for, check_choice)
+from mobilenet_tf.model.architecture import (
+    MIN_RESOLUTION, PAPER_RESOLUTIONS, POOLINGS, STEM_FILTERS, STEM_STRIDE, blocks_for,
+    check_choice, option_rule)
 
 # Keras' published ImageNet files (the "imagenet" weights option).
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 _ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
+# The classifier layer (Keras' name): pretrained loading and fine-tuning find it by it.
+CLASSIFIER_LAYER = "conv_preds"
 
 
 def mobilenet_v1(
@@ -62,8 +64,9 @@ def mobilenet_v1(
         (Keras' default 0.99; slim's MobileNet used 0.9997).
       name: model name; default ``mobilenet_{alpha}_{rows}``.
       fused_batch_norm: train batch norm through TensorFlow's fused kernel
-        (``mobilenet_tf.model.batchnorm.BatchNormalization``: ~1.6x faster training steps on
-        CPU, same variables and inference outputs, weight files interchangeable). Off by
+        (``mobilenet_tf.model.batchnorm.BatchNormalization``: faster training steps on
+        CPU, docs/benchmarks.md "Training speed: fused batch norm"; same variables and
+        inference outputs, weight files interchangeable). Off by
         default so that saved ``.keras`` files hold only Keras' own layers; the trainer
         turns it on for the model it trains.
     """
@@ -131,7 +134,7 @@ def _top(x, include_top, pooling, dropout, num_classes, classifier_activation):
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True)(x)
         x = layers.Dropout(dropout, name="dropout")(x)
-        x = layers.Conv2D(num_classes, 1, padding="same", name="conv_preds")(x)
+        x = layers.Conv2D(num_classes, 1, padding="same", name=CLASSIFIER_LAYER)(x)
         x = layers.Reshape((num_classes,), name="reshape_2")(x)
         return layers.Activation(classifier_activation, name="predictions")(x)
     if pooling == "avg":
@@ -178,18 +181,14 @@ def _check_input_shape(input_shape):
 
 def _check_args(alpha, depth_multiplier, dropout, include_top, pooling, num_classes,
                 classifier_activation, variant):
-    if not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha={alpha!r} is not valid; the width multiplier must be a "
-                         f"number > 0 (paper: {list(PAPER_ALPHAS)})")
+    for name, value in (("alpha", alpha), ("depth_multiplier", depth_multiplier),
+                        ("dropout", dropout), ("variant", variant)):
+        rule = option_rule(name, value)  # the rules TrainConfig checks too
+        if rule is not None:
+            raise ValueError(f"{name}={value!r} is not valid; {rule}")
     if int(STEM_FILTERS * alpha) < 1:
         raise ValueError(f"alpha={alpha!r} is too small: the first layer would have no "
                          f"filters; use alpha >= {1 / STEM_FILTERS}")
-    if not isinstance(depth_multiplier, int) or depth_multiplier < 1:
-        raise ValueError(f"depth_multiplier={depth_multiplier!r} is not valid; "
-                         "it must be an integer >= 1")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
-    check_choice("variant", variant, VARIANTS)
     check_choice("pooling", pooling, POOLINGS)
     if include_top and pooling is not None:
         raise ValueError(f"pooling={pooling!r} is only valid with include_top=False; with "

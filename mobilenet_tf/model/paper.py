@@ -1,7 +1,8 @@
 """Figures transcribed from the paper's text (Howard et al. 2017, arXiv:1704.04861v1).
 
-These are the published numbers that the profiler is compared with; nothing here is
-computed. Mult-adds are in millions and parameters in millions, rounded as printed.
+These are the published numbers that the cost counter (``costs.py``) is compared with;
+nothing here is computed. Mult-adds are in millions and parameters in millions, rounded
+as printed.
 """
 
 from __future__ import annotations

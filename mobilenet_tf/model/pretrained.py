@@ -31,7 +31,9 @@ import zipfile
 import h5py
 import numpy as np
 
-CLASSIFIER_LAYER = "conv_preds"  # the builder's classifier (re-initialized on mismatch)
+from mobilenet_tf.model.architecture import PAPER_ALPHAS
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER, imagenet_weights_path
+
 IMAGENET = "imagenet"
 
 
@@ -83,8 +85,6 @@ def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224,
     cannot be had. ``include_top``: for "imagenet", Keras' file with the 1000-class
     classifier (--classifier_init=source needs it) instead of the no-top one."""
     if spec == IMAGENET:
-        from mobilenet_tf.model.builder import PAPER_ALPHAS, imagenet_weights_path
-
         if alpha not in PAPER_ALPHAS:
             raise ValueError(f"--initial_weights=imagenet: Keras publishes ImageNet weights "
                              f"for --alpha in {list(PAPER_ALPHAS)} only, not {alpha}; pass "

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 
+from mobilenet_tf import fileio
 from mobilenet_tf.rundir.record import RunFiles
 from mobilenet_tf.rundir.errors import RunLocked
 
@@ -22,14 +23,6 @@ from mobilenet_tf.rundir.errors import RunLocked
 def _holder_text(holder: dict) -> str:
     return (f"pid {holder.get('pid')} on host {holder.get('host')}, started "
             f"{holder.get('started')}")
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError) as err:
-        return getattr(err, "errno", None) == errno.EPERM
-    return True
 
 
 class RunLock:
@@ -58,8 +51,9 @@ class RunLock:
                 "directory would overwrite each other's checkpoints and metrics.") from None
         previous = self._read(self.path)
         if previous:
-            here = previous.get("host") == socket.gethostname()
-            state = ("no longer running" if here and not _pid_alive(previous.get("pid"))
+            pid, here = previous.get("pid"), previous.get("host") == socket.gethostname()
+            gone = here and not (isinstance(pid, int) and pid > 0 and fileio.pid_alive(pid))
+            state = ("no longer running" if gone
                      else "its lock was released without cleanup")
             self.say(f"Taking over the stale lock {self.path} of {_holder_text(previous)} "
                      f"({state}).")

@@ -108,7 +108,7 @@ class RunRecord:
 
     def to_json(self) -> str:
         body = {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
-        return json.dumps(_jsonable(body), indent=2) + "\n"
+        return json.dumps(jsonable(body), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str, path: str = CONFIG_FILE) -> "RunRecord":
@@ -248,7 +248,7 @@ def resume_differences(recorded: RunRecord, current: RunRecord) -> list[str]:
     diffs = []
 
     def compare(name, old, new):
-        if _jsonable(old) != _jsonable(new):
+        if jsonable(old) != jsonable(new):
             diffs.append(f"{name}: {old!r} (recorded) -> {new!r} (now)")
 
     compare("model", recorded.model, current.model)
@@ -277,11 +277,13 @@ def _option_defaults() -> dict:
             if f.default is not dataclasses.MISSING}
 
 
-def _jsonable(value: Any):
+def jsonable(value: Any):
+    """``value`` as JSON holds it: dataclasses as dicts, tuples as lists (so a value read
+    back compares equal to the one written)."""
     if dataclasses.is_dataclass(value):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

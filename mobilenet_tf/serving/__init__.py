@@ -1,2 +1,2 @@
-"""Serving: the exporter (SavedModel, TFLite with metadata), its config, the export
-report and the atomic staging of the export directory."""
+"""Serving: the exporter (SavedModel, TFLite conversion and its metadata writer), its
+config, the export report and the atomic staging of the export directory."""

@@ -2,15 +2,16 @@
 ``python -m mobilenet_tf.export`` checks its flags before TensorFlow is imported.
 
 The field names are the flag names; each field's metadata holds its help text and its
---help topic (``group``), as in ``train_config.TrainConfig``.
+--help topic (``group``), as in ``training.config.TrainConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.options import option as _field
+from mobilenet_tf.options import option as _field, require, require_valid
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
@@ -61,27 +62,22 @@ class ExportConfig:
 
     def validate(self):
         """Raises ValueError naming the first invalid option (as its flag)."""
-        if not self.workdir:
-            raise ValueError("--workdir is required: the run directory to export")
+        need = functools.partial(require_valid, self)
+        require(self.workdir, "--workdir is required: the run directory to export")
         for name, values, valid in (("formats", self.formats, FORMATS),
                                     ("quantize", self.quantize, QUANTIZATIONS)):
-            if not values or any(v not in valid for v in values):
-                raise ValueError(f"--{name}={','.join(values)} is not valid: comma-separated,"
-                                 f" at least one of {','.join(valid)}")
-        checks = (
-            ("int8_io", self.int8_io in INT8_IO_TYPES, f"one of {', '.join(INT8_IO_TYPES)}"),
-            ("checkpoint", self.checkpoint in run_record.MODELS,
-             f"one of {', '.join(sorted(run_record.MODELS))}"),
-            ("representative_images", self.representative_images >= 1
-             or "int8" not in self.quantize or "tflite" not in self.formats,
-             "int8 quantization needs >= 1"),
-            ("verification_images", self.verification_images >= 1, "must be >= 1"),
-            ("top_k", self.top_k >= 1, "must be >= 1"),
-            ("latency_runs", self.latency_runs >= 0, "must be >= 0 (0: no latency figures)"),
-            ("min_float32_agreement", 0 <= self.min_float32_agreement <= 1,
-             "must be in [0, 1]"),
-            ("max_float32_prob_diff", self.max_float32_prob_diff >= 0, "must be >= 0"),
-        )
-        for name, ok, valid in checks:
-            if not ok:
-                raise ValueError(f"--{name}={getattr(self, name)!r} is not valid: {valid}")
+            require(values and all(v in valid for v in values),
+                    f"--{name}={','.join(values)} is not valid: comma-separated, at least "
+                    f"one of {','.join(valid)}")
+        need(self.int8_io in INT8_IO_TYPES, "int8_io", f"one of {', '.join(INT8_IO_TYPES)}")
+        need(self.checkpoint in run_record.MODELS, "checkpoint",
+             f"one of {', '.join(sorted(run_record.MODELS))}")
+        need(self.representative_images >= 1 or "int8" not in self.quantize
+             or "tflite" not in self.formats, "representative_images",
+             "int8 quantization needs >= 1")
+        need(self.verification_images >= 1, "verification_images", "must be >= 1")
+        need(self.top_k >= 1, "top_k", "must be >= 1")
+        need(self.latency_runs >= 0, "latency_runs", "must be >= 0 (0: no latency figures)")
+        need(0 <= self.min_float32_agreement <= 1, "min_float32_agreement",
+             "must be in [0, 1]")
+        need(self.max_float32_prob_diff >= 0, "max_float32_prob_diff", "must be >= 0")

@@ -18,9 +18,10 @@
     labels.txt
     export_report.json / .md     verification of every export against Keras
 
-Every .tflite carries TFLite Model Metadata (``mobilenet_tf.serving.tflite_metadata``) so MediaPipe
-Tasks ImageClassifier loads it unchanged. The export directory appears whole in one rename
-(``mobilenet_tf.serving.staging``: everything is written into a temporary sibling, then swapped
+Every .tflite carries TFLite Model Metadata (``serving.tflite`` converts,
+``serving.tflite_metadata`` writes the metadata) so MediaPipe Tasks ImageClassifier loads
+it unchanged. The export directory appears whole in one rename (``serving.staging``: every
+file, the SavedModel included, is written into a temporary sibling that is then swapped
 in), and ``export_report.json`` lists every file beside it with its size and SHA-256
 (``files``). After writing, each export runs on ``verification_images`` held-out images
 (LiteRT interpreter for .tflite); the export fails (``ExportVerificationError``, report
@@ -40,43 +41,22 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import mobilenet_tf
-from mobilenet_tf.serving import report as export_report, staging
 from mobilenet_tf import fileio
-from mobilenet_tf.serving.config import (  # noqa: F401  (re-exported)
-    FORMATS, INT8_IO_TYPES, QUANTIZATIONS, ExportConfig)
-from mobilenet_tf.inference import images as images_lib, loading
-from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.serving import tflite_metadata
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
-from mobilenet_tf.data.config import DEFAULT_MAX_IMAGE_PIXELS
+from mobilenet_tf.data.config import DEFAULT_MAX_IMAGE_PIXELS, EVAL_CROP_FRACTION
+from mobilenet_tf.inference import images as images_lib, loading, tflite_metadata
+from mobilenet_tf.rundir import record as run_record
+from mobilenet_tf.serving import report as export_report, staging, tflite
+from mobilenet_tf.serving.config import ExportConfig
 
-TFLITE_NAMES = {"none": "model_float32.tflite", "float16": "model_float16.tflite",
-                "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
-QUANT_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 SAVED_MODEL_DIR = "saved_model"
-REPORT_JSON = staging.REPORT_JSON
 REPORT_MD = "export_report.md"
 LATENCY_THREADS = (1, 2)
 
 
 class ExportVerificationError(RuntimeError):
     """An exported model does not reproduce the Keras model."""
-
-
-# ----------------------------------------------------------------------------- writing
-def _replace_dir(tmp_dir: str, final_dir: str) -> None:
-    """Moves a finished ``tmp_dir`` to ``final_dir`` (replacing an older one)."""
-    old = None
-    if os.path.exists(final_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.old.",
-                               dir=os.path.dirname(final_dir))
-        os.rmdir(old)
-        os.replace(final_dir, old)
-    os.replace(tmp_dir, final_dir)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -122,73 +102,18 @@ class _ServingModule(tf.Module):
 
 
 def write_saved_model(model, class_names, image_size, crop_fraction, top_k, path) -> None:
-    """The serving SavedModel at ``path``, written to a temp dir first."""
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp.", dir=parent)
-    labels_dir = tempfile.mkdtemp(prefix=".labels.", dir=parent)
-    try:
-        os.chmod(tmp, 0o777 & ~fileio.UMASK)  # mkdtemp makes 0700 directories
+    """The serving SavedModel at ``path``, a new directory. ``export`` writes it inside the
+    staged export directory (``staging.staged``), so it appears whole with the rest."""
+    with tempfile.TemporaryDirectory(prefix=".labels.",
+                                     dir=os.path.dirname(os.path.abspath(path))) as labels_dir:
         labels_path = os.path.join(labels_dir, labels_lib.LABELS_FILE)
         labels_lib.write_labels(labels_path, class_names)  # becomes assets/labels.txt
         module = _ServingModule(model, class_names, image_size, crop_fraction, top_k,
                                 labels_path)
-        tf.saved_model.save(module, tmp, signatures={
+        tf.saved_model.save(module, path, signatures={
             "serving_default": module.classify_images,
             "classify_images": module.classify_images,
             "classify_bytes": module.classify_bytes})
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(labels_dir, ignore_errors=True)
-
-
-def write_tflite_source(model, image_size, path) -> None:
-    """What the TFLite converter reads: a SavedModel with one normalized image
-    [1, h, w, 3] in and the probabilities out. Written with Keras' own exporter, which
-    lets the converter freeze the Keras 3 variables into constants (a plain
-    ``tf.Module`` around the model leaves them as uninitialized resource variables)."""
-    h, w = image_size
-    model.export(path, format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
-
-
-def convert_tflite(source_dir: str, quantization: str, calibration=None,
-                   int8_io: str = "uint8") -> bytes:
-    """TFLite flatbuffer (no metadata) from the converter SavedModel ``source_dir``.
-    ``calibration``: normalized float32 images [n, h, w, 3] for int8."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(source_dir)
-    if quantization == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "int8":
-        if calibration is None or not len(calibration):
-            raise ValueError("int8 quantization needs calibration images")
-        calibration = np.array(calibration, np.float32, copy=True)
-        # Pin the calibrated input range to the full normalized range [-1, 1] (the
-        # images may not reach it), so that a uint8 input tensor holds plain pixel
-        # values: q = x * STD + MEAN, which is what MediaPipe feeds a uint8 model.
-        lo = (0.0 - preprocessing.MEAN) / preprocessing.STD
-        hi = (255.0 - preprocessing.MEAN) / preprocessing.STD
-        calibration[0, 0, 0, :] = lo
-        calibration[0, 0, -1, :] = hi
-
-        def representative_dataset():
-            for image in calibration:
-                yield [image[None]]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = tf.uint8 if int8_io == "uint8" else tf.float32
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
-    elif quantization != "none":
-        raise ValueError(f"quantize={quantization!r}; valid values: {QUANTIZATIONS}")
-    return converter.convert()
 
 
 # ----------------------------------------------------------------------------- verification
@@ -319,7 +244,7 @@ def _write_exports(config, keras_clf, class_names, out, report, calibration, ver
     fileio.atomic_write_text(os.path.join(out, REPORT_MD), export_report.format_report(report))
     # The files beside the report, exactly (staging.verify checks a directory by it).
     report["files"] = staging.manifest(out)
-    fileio.atomic_write_text(os.path.join(out, REPORT_JSON),
+    fileio.atomic_write_text(os.path.join(out, staging.REPORT_JSON),
                              json.dumps(report, indent=2) + "\n")
 
 
@@ -334,33 +259,26 @@ def _load(source, limit, class_names, image_size, flag):
 
 def _export_tflite(config, model, class_names, image_size, export_dir, calibration,
                    ver_inputs, ver_labels, keras_probs) -> dict:
+    """Writes the ``.tflite`` of every quantization into ``export_dir`` and verifies each;
+    returns their report entries by precision label."""
     results = {}
     source_dir = tempfile.mkdtemp(prefix=".tflite_source.", dir=export_dir)
     try:
-        write_tflite_source(model, image_size, source_dir)
+        tflite.write_tflite_source(model, image_size, source_dir)
         for quant in config.quantize:
-            flat = convert_tflite(source_dir, quant, calibration, config.int8_io)
-            label = QUANT_LABELS[quant]
-            name = config.model_name or _default_name(model)
-            version = config.model_version or (
-                f"mobilenet_tf {mobilenet_tf.__version__} "
-                f"{os.path.basename(os.path.abspath(config.workdir))}")
-            with_md = tflite_metadata.add_image_classifier_metadata(
-                flat, labels=class_names, mean=[preprocessing.MEAN] * 3,
-                std=[preprocessing.STD] * 3, name=f"{name} {label}",
-                description=_description(label, len(class_names), image_size, config.int8_io),
-                version=version, author=config.author, license=config.license)
-            path = os.path.join(export_dir, TFLITE_NAMES[quant])
+            with_md = tflite.convert_with_metadata(config, source_dir, quant, model,
+                                                   class_names, image_size, calibration)
+            path = os.path.join(export_dir, tflite.TFLITE_NAMES[quant])
             fileio.atomic_write_bytes(path, with_md)
-            results[label] = _verify_tflite(path, class_names, ver_inputs, ver_labels,
-                                            keras_probs, config.latency_runs)
+            results[tflite.QUANT_LABELS[quant]] = _verify_tflite(
+                path, class_names, ver_inputs, ver_labels, keras_probs, config.latency_runs)
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)
     return results
 
 
 def _verify_tflite(path, class_names, ver_inputs, ver_labels, keras_probs, latency_runs):
-    clf = loading.TFLiteClassifier(path, class_names, preprocessing.EVAL_CROP_FRACTION)
+    clf = loading.TFLiteClassifier(path, class_names, EVAL_CROP_FRACTION)
     probs = clf.predict_normalized(ver_inputs)
     inp, out = clf.input_details, clf.output_details
     entry = {"path": os.path.basename(path), "size_bytes": os.path.getsize(path),
@@ -381,24 +299,3 @@ def _verify_tflite(path, class_names, ver_inputs, ver_labels, keras_probs, laten
     if list(info.labels) != list(class_names):
         raise ExportVerificationError(f"{path}: labels in the metadata differ from labels.txt")
     return entry
-
-
-def _default_name(model) -> str:
-    return f"MobileNet v1 {model.name}"
-
-
-_PRECISION_TEXT = {
-    "float32": "float32 weights and activations",
-    "float16": "float16 weights, float32 activations",
-    "dynamic": "int8 weights, float32 activations (dynamic range quantization)",
-    "int8": "int8 weights (per channel) and activations (full integer quantization)",
-}
-
-
-def _description(label, num_classes, image_size, int8_io) -> str:
-    io = (f"{int8_io} input/output" if label == "int8" else "float32 input/output")
-    return (f"MobileNet v1 image classifier over {num_classes} classes "
-            f"(labels.txt), {_PRECISION_TEXT[label]}, {io}, input "
-            f"{image_size[0]}x{image_size[1]} "
-            f"RGB normalized as (pixel - {preprocessing.MEAN}) / {preprocessing.STD}. "
-            "Exported by mobilenet_tf.")

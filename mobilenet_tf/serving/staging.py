@@ -101,8 +101,9 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _exchange(a: str, b: str) -> bool:
-    """Atomically swaps two paths (Linux renameat2); False when unsupported."""
+def exchange(a: str, b: str) -> bool:
+    """Atomically swaps two paths (Linux renameat2); False when the system or the file
+    system cannot (``swap_in`` then falls back to two renames)."""
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):
@@ -120,7 +121,7 @@ def swap_in(new: str, final: str) -> None:
     if not os.path.lexists(final):
         os.rename(new, final)
         return
-    if _exchange(new, final):
+    if exchange(new, final):
         shutil.rmtree(new, ignore_errors=True)  # now holds the old export
         return
     old = _sibling(final, "old")

@@ -1,10 +1,10 @@
-"""TFLite Model Metadata for image classifiers: write it into a ``.tflite`` and read it back.
+"""TFLite Model Metadata for image classifiers: write it into a ``.tflite``.
 
 MediaPipe Tasks ``ImageClassifier`` (and the TFLite Task Library before it) read the
 metadata to know how to feed the model and how to name its outputs. This module writes
 the same layout that MediaPipe's ``image_classifier.MetadataWriter`` and TFLite Support's
 ``MetadataPopulator`` produce, without their native extension modules (which cannot be
-imported next to TensorFlow 2.21 here):
+imported next to TensorFlow here):
 
 * a ``ModelMetadata`` flatbuffer (file identifier ``M001``) with the model name,
   description, version, author, license and ``min_parser_version``; one subgraph with
@@ -22,6 +22,7 @@ imported next to TensorFlow 2.21 here):
 * the associated files appended after the flatbuffer as a zip archive (a ``.tflite`` with
   metadata is also a valid zip file).
 
+Reading it back, and the names both sides share, is ``mobilenet_tf.inference.tflite_metadata``.
 Schemas: the ModelMetadata flatbuffer classes come from MediaPipe
 (``mediapipe.tasks.metadata.metadata_schema_py_generated``, the maintained copy of the
 TFLite metadata schema); the TFLite model schema from TensorFlow
@@ -30,7 +31,6 @@ TFLite metadata schema); the TFLite model schema from TensorFlow
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import zipfile
@@ -40,13 +40,11 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
 from tensorflow.lite.python import schema_py_generated as _tfl
 
 from mobilenet_tf.data import labels as labels_lib
+from mobilenet_tf.inference.tflite_metadata import (
+    DISPLAY_NAMES_FILE_NAME, DISPLAY_NAMES_LOCALE, LABELS_FILE_NAME, METADATA_FILE_IDENTIFIER,
+    METADATA_NAME)
 
-METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry that MediaPipe looks up
-METADATA_FILE_IDENTIFIER = b"M001"
 TFLITE_FILE_IDENTIFIER = b"TFL3"
-LABELS_FILE_NAME = labels_lib.LABELS_FILE
-DISPLAY_NAMES_LOCALE = "en"
-DISPLAY_NAMES_FILE_NAME = f"labels_{DISPLAY_NAMES_LOCALE}.txt"  # MediaPipe's writer's name
 
 # Schema members newer than 1.0.0 that this writer may emit, with the parser version
 # that introduced them (mediapipe/tasks/cc/metadata/metadata_version.cc).
@@ -63,24 +61,6 @@ _VERSION_AUDIO_PROPERTIES = (1, 3, 0)
 _VERSION_BERT_TOKENIZER = (1, 1, 0)
 _VERSION_SENTENCEPIECE_TOKENIZER = (1, 1, 0)
 _VERSION_REGEX_TOKENIZER = (1, 2, 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageClassifierInfo:
-    """What the metadata says about an image classifier."""
-
-    name: str
-    description: str
-    version: str
-    author: str
-    license: str
-    mean: tuple[float, ...]  # per channel, in input pixel units [0, 255]
-    std: tuple[float, ...]
-    labels: tuple[str, ...]
-    display_names: tuple[str, ...]  # the labels' display names (the labels if none given)
-    min_parser_version: str
-    input_color_space: str  # "RGB", ...
-    associated_files: tuple[str, ...]  # names in the zip archive appended to the model
 
 
 def _tensor_type_name(type_id: int) -> str:
@@ -326,77 +306,3 @@ def _output_shape(model: "_tfl.Model") -> list[int]:
     sg = model.Subgraphs(0)
     tensor = sg.Tensors(sg.Outputs(0))
     return [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
-
-
-def get_metadata_buffer(model_bytes: bytes) -> bytes | None:
-    """The raw ``TFLITE_METADATA`` buffer of a model, or None."""
-    model = _tfl.Model.GetRootAsModel(model_bytes, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode() == METADATA_NAME:
-            buf = model.Buffers(entry.Buffer())
-            if buf.DataLength():
-                return buf.DataAsNumpy().tobytes()
-    return None
-
-
-def associated_files(model_bytes: bytes) -> dict[str, bytes]:
-    """The files zipped onto the end of a model."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
-            return {n: zf.read(n) for n in zf.namelist()}
-    except zipfile.BadZipFile:
-        return {}
-
-
-def read_image_classifier_metadata(model: str | bytes) -> ImageClassifierInfo:
-    """Parses back what ``add_image_classifier_metadata`` wrote (from a path or bytes)."""
-    if isinstance(model, (str, os.PathLike)):
-        with open(model, "rb") as f:
-            model_bytes = f.read()
-    else:
-        model_bytes = bytes(model)
-    buf = get_metadata_buffer(model_bytes)
-    if buf is None:
-        name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "model"
-        raise ValueError(f"{name} has no {METADATA_NAME} metadata")
-    if not _md.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
-        raise ValueError("TFLITE_METADATA buffer lacks the M001 identifier")
-    meta = _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAsModelMetadata(buf, 0))
-    if not meta.subgraphMetadata or len(meta.subgraphMetadata) != 1:
-        raise ValueError("image classifier metadata must have one subgraph")
-    sg = meta.subgraphMetadata[0]
-    image, probs = sg.inputTensorMetadata[0], sg.outputTensorMetadata[0]
-    norm = next(u.options for u in image.processUnits or []
-                if u.optionsType == _md.ProcessUnitOptions.NormalizationOptions)
-    color = image.content.contentProperties.colorSpace
-    color_name = next((k for k, v in vars(_md.ColorSpaceType).items()
-                       if v == color and not k.startswith("_")), str(color))
-    files = associated_files(model_bytes)
-    label_files = [f for f in probs.associatedFiles or []
-                   if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS]
-    labels = _label_file(label_files[0], files)
-    localized = [f for f in label_files[1:]
-                 if _decode(f.locale) == DISPLAY_NAMES_LOCALE]
-    names = _label_file(localized[0], files) if localized else labels
-    return ImageClassifierInfo(
-        name=_decode(meta.name), description=_decode(meta.description),
-        version=_decode(meta.version), author=_decode(meta.author),
-        license=_decode(meta.license), mean=tuple(float(m) for m in norm.mean),
-        std=tuple(float(s) for s in norm.std), labels=labels, display_names=names,
-        min_parser_version=_decode(meta.minParserVersion), input_color_space=color_name,
-        associated_files=tuple(sorted(files)))
-
-
-def _label_file(entry, files: dict[str, bytes]) -> tuple[str, ...]:
-    name = _decode(entry.name)
-    if name not in files:
-        raise ValueError(f"labels file {name} named in the metadata is not attached "
-                         f"to the model (attached: {sorted(files)})")
-    return tuple(labels_lib.parse_labels(files[name].decode("utf-8")))
-
-
-def _decode(value) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -62,10 +62,10 @@ def verify(prefix: str) -> None:
     except Unreadable:
         raise
     except Exception as err:  # noqa: BLE001 - DataLoss, OutOfRange, IndexError, ...
-        raise Unreadable(f"{type(err).__name__}: {_first_line(err)}") from err
+        raise Unreadable(f"{type(err).__name__}: {first_line(err)}") from err
 
 
-def _first_line(err) -> str:
+def first_line(err) -> str:
     """The first line of an error's message, without TensorFlow's ``{{function_node
     ...}}`` prefix."""
     text = str(getattr(err, "message", None) or err).strip()
@@ -153,7 +153,7 @@ class CheckpointStore:
         except (tf.errors.OpError, OSError) as err:
             self._remove(prefix)
             raise OutputWriteError(f"Could not write checkpoint {prefix}: "
-                                   f"{_first_line(err)}") from err
+                                   f"{first_line(err)}") from err
         try:
             verify(prefix)
         except Unreadable as err:

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf.model.pretrained import CLASSIFIER_LAYER
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER
 
 SHARPEN = 2.0  # powers 2, 4 and 8 did equally well, 1 clearly worse (results.md)
 SAMPLES_PER_CLASS = 50  # training images looked at, per class on average

@@ -8,11 +8,13 @@ text and its topic (``group``), which the command line's help is organized by.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
-from mobilenet_tf.model.architecture import BLOCKS, VARIANTS
-from mobilenet_tf.options import option as _field
+from mobilenet_tf.model.architecture import (BLOCKS, MIN_RESOLUTION, MODEL_OPTIONS,
+                                             VARIANTS, option_rule)
+from mobilenet_tf.options import option as _field, require_valid
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 CLASSIFIER_INITS = ("zeros", "source")
@@ -20,8 +22,6 @@ SCHEDULES = ("exponential", "cosine", "constant")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DEFAULT_STARTUP_TIMEOUT = 600.0  # seconds a multi-worker task waits for the others
-
-
 
 
 @dataclasses.dataclass
@@ -121,17 +121,14 @@ class TrainConfig:
     verbose: int = _field(1, "0: quiet, 1: progress bar and epoch lines, 2: epoch lines.", "output")
 
     def validate(self):
-        """Raises ValueError naming the first invalid option."""
-        def need(ok, flag, msg):
-            if not ok:
-                raise ValueError(f"--{flag}={getattr(self, flag)!r} is not valid: {msg}")
-
-        need(self.alpha > 0, "alpha", "must be > 0 (paper: 1.0, 0.75, 0.5, 0.25)")
-        need(self.resolution >= 32, "resolution", "must be an integer >= 32")
-        need(self.variant in VARIANTS, "variant", f"allowed values: {list(VARIANTS)}")
-        need(self.depth_multiplier >= 1, "depth_multiplier", "must be an integer >= 1")
-        need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        need(0 <= self.bn_momentum < 1, "bn_momentum", "must be in [0, 1)")
+        """Raises ValueError naming the first invalid option. Called once per way in: by
+        the command line (before TensorFlow is imported) and by ``train_and_evaluate``."""
+        need = functools.partial(require_valid, self)
+        for flag in MODEL_OPTIONS:  # the builder's rules (alpha, variant, ...)
+            rule = option_rule(flag, getattr(self, flag))
+            need(rule is None, flag, rule)
+        need(self.resolution >= MIN_RESOLUTION, "resolution",
+             f"must be an integer >= {MIN_RESOLUTION}")
         need(self.epochs > 0, "epochs", "must be > 0")
         need(self.batch_size >= 1, "batch_size", "must be >= 1 (the global batch size)")
         need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0 (0: derived)")
@@ -188,9 +185,8 @@ class TrainConfig:
             start, end = (int(s) for s in self.profile_steps.split(","))
         except ValueError:
             start = end = -1
-        if not 0 <= start < end:
-            raise ValueError(f"--profile_steps={self.profile_steps!r} is not valid: use "
-                             "'START,END' with 0 <= START < END (optimizer steps)")
+        require_valid(self, 0 <= start < end, "profile_steps",
+                      "use 'START,END' with 0 <= START < END (optimizer steps)")
         return start, end
 
     def learning_rate_for_batch(self) -> float:

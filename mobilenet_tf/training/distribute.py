@@ -1,4 +1,5 @@
-"""Choosing the tf.distribute strategy, and who writes files in a multi-worker run.
+"""Choosing the tf.distribute strategy, who writes files in a multi-worker run, and the
+SIGTERM that preempts a worker (``SigtermFlag``).
 
 Multi-worker start-up is bounded (``mobilenet_tf.training.cluster_startup``): the peers in
 ``TF_CONFIG`` must answer within ``startup_timeout`` seconds, else the worker exits naming
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 
 import tensorflow as tf
@@ -119,3 +121,22 @@ def clean_stale_scratch(parent: str) -> list[str]:
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
             removed.append(os.path.join(parent, entry))
     return removed
+
+
+class SigtermFlag:
+    """Turns SIGTERM (how a preempted machine is told to stop) into a flag the training
+    loop checks between calls (main thread only)."""
+
+    def __init__(self):
+        self.flag = False
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)

@@ -25,7 +25,7 @@ import re
 import keras
 import tensorflow as tf
 
-from mobilenet_tf.model.pretrained import CLASSIFIER_LAYER
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER
 
 HEAD = "head"  # the classifier alone, the backbone frozen (BN in inference mode)
 WHOLE = "whole"  # the whole network (BN frozen with --freeze_bn)

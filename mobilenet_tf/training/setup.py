@@ -1,12 +1,14 @@
 """Setting a run up: inputs, strategy, the run's record, the resume checks, the model and
-the restored checkpoint. ``RunSetup`` is the base of ``trainer.Trainer`` (the loop).
+the restored checkpoint. ``trainer.Trainer`` holds a ``RunSetup``; once the run directory
+is locked, ``RunSetup.prepare()`` returns the ``RunState`` that the loop trains.
 
 Before anything is written, ``prepare()`` compares this command with the recorded run
 (``run_record.resume_differences``) and refuses a run directory that holds history (metrics,
 best.keras, a summary) but no checkpoint; then it builds the model (loading
 ``--initial_weights`` only when starting from step 0), restores the newest readable
 checkpoint (``checkpointing.CheckpointStore``), writes the record, labels and flags and
-rewrites metrics.csv from the checkpointed rows.
+rewrites metrics.csv from the checkpointed rows. The config is validated by the caller
+(``trainer.train_and_evaluate``), once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from mobilenet_tf import fileio
 from mobilenet_tf.training import (checkpointing, classifier_init, distribute, reporting,
                                    task as train_task, tensorboard_logging as tb)
 from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.model.pretrained import CLASSIFIER_LAYER
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER
 from mobilenet_tf.rundir.errors import ResumeRefused, writing
 from mobilenet_tf.rundir.record import RunFiles
 from mobilenet_tf.training.config import TrainConfig, flags_text
@@ -50,13 +52,45 @@ def build_inputs(config: TrainConfig):
     return train, evaluation
 
 
+class RunState:
+    """What a checkpoint holds: the task (model, optimizers, weight average), the loop's
+    counters and the metrics rows, with the store that saves and restores them. The names
+    of the checkpoint's items are its object graph: old runs resume only while they stay.
+    ``scratch_dir`` is a non-chief worker's checkpoint directory, removed after the run."""
+
+    def __init__(self, setup: RunSetup, task: train_task.Task, ckpt_dir: str):
+        self.task = task
+        self.model = task.model
+        with setup.strategy.scope():
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                           name="global_step")
+            self.evaluated_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.best_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+            self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.metrics_history = checkpointing.MetricsHistory()  # outside the scope
+        items = dict(model=self.model, optimizer=task.optimizer,
+                     global_step=self.global_step, evaluated_epoch=self.evaluated_epoch,
+                     best_top1=self.best_top1, best_epoch=self.best_epoch,
+                     wall_seconds=self.wall_seconds, history=self.metrics_history.variable)
+        if task.ema is not None:
+            items["ema"] = task.ema
+        if task.backbone_optimizer is not None:
+            items["backbone_optimizer"] = task.backbone_optimizer
+        self.store = checkpointing.CheckpointStore(
+            tf.train.Checkpoint(**items), setup.files.checkpoints,
+            RunFiles(ckpt_dir).checkpoints, setup.config.keep_checkpoints, setup.chief,
+            setup.console.warn)
+        self.scratch_dir = None if setup.chief else ckpt_dir
+
+
 class RunSetup:
+    """A run before its first step: the config, run files, strategy, inputs, schedule
+    (``spe`` steps per epoch), console and the record this command would write."""
+
     def __init__(self, config: TrainConfig, workdir: str, train_input=None, eval_input=None):
-        config.validate()
         self.config = config
         self.files = RunFiles(workdir)
-        self.history = []
-        self.timing = []
         self.strategy = distribute.make_strategy(config.strategy, config.tpu_address,
                                                  config.startup_timeout)
         replicas = self.strategy.num_replicas_in_sync
@@ -71,7 +105,7 @@ class RunSetup:
         self.train_input, self.eval_input = train_input, eval_input
         self.class_names = list(train_input.class_names)
         self.num_classes = len(self.class_names)
-        self.spe = self.steps_per_epoch = config.steps_per_epoch or (
+        self.spe = config.steps_per_epoch or (
             train_input.num_examples // config.batch_size)
         if self.spe < 1:
             raise ValueError(f"--batch_size={config.batch_size} is not valid: it is larger "
@@ -100,7 +134,7 @@ class RunSetup:
                 epochs=cfg.epochs, batch_size=cfg.batch_size, steps_per_epoch=self.spe,
                 total_steps=self.total_steps,
                 num_replicas=self.strategy.num_replicas_in_sync),
-            options=run_record._jsonable(options),
+            options=run_record.jsonable(options),
             weights=run_record.WeightsRecord(initial_weights=cfg.initial_weights))
 
     # ------------------------------------------------------------- resume checks
@@ -149,47 +183,27 @@ class RunSetup:
         return recorded
 
     # ------------------------------------------------------------------ prepare
-    def prepare(self):
+    def prepare(self) -> RunState:
         """Everything before the first step (see the module docstring)."""
-        cfg = self.config
         ckpt_dir = distribute.write_dir(self.files.workdir, self.strategy)
-        self.scratch_dir = None if self.chief else ckpt_dir
-        write_dir = RunFiles(ckpt_dir).checkpoints
         candidates = checkpointing.list_checkpoints(self.files.checkpoints)
         recorded = self._check_resume(candidates)
-        self.task = train_task.build_task(cfg, self.num_classes, self.spe, self.total_steps,
-                                          self.strategy, initial_weights=not candidates)
-        self.model = self.task.model
-        with self.strategy.scope():
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                           name="global_step")
-            self.evaluated_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.best_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-            self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.metrics_history = checkpointing.MetricsHistory()  # outside the scope
-        items = dict(model=self.model, optimizer=self.task.optimizer,
-                     global_step=self.global_step, evaluated_epoch=self.evaluated_epoch,
-                     best_top1=self.best_top1, best_epoch=self.best_epoch,
-                     wall_seconds=self.wall_seconds, history=self.metrics_history.variable)
-        if self.task.ema is not None:
-            items["ema"] = self.task.ema
-        if self.task.backbone_optimizer is not None:
-            items["backbone_optimizer"] = self.task.backbone_optimizer
-        self.store = checkpointing.CheckpointStore(
-            tf.train.Checkpoint(**items), self.files.checkpoints, write_dir,
-            cfg.keep_checkpoints, self.chief, self.console.warn)
-        self.store.clean_partial_writes()
-        restored = self.store.restore()
+        task = train_task.build_task(self.config, self.num_classes, self.spe,
+                                     self.total_steps, self.strategy,
+                                     initial_weights=not candidates)
+        state = RunState(self, task, ckpt_dir)
+        state.store.clean_partial_writes()
+        restored = state.store.restore()
         if restored:
-            step = int(self.global_step.numpy())
+            step = int(state.global_step.numpy())
             self.console.say(f"Resuming from {restored} (step {step}, epoch "
                              f"{step // self.spe + 1}).")
             self.record.weights = recorded.weights
         else:
-            self._record_initial_weights(self.task.weights_report)
-            self._classifier_from_source(self.task.weights_report)
-        self._write_run_files()
+            self._record_initial_weights(task.weights_report)
+            self.classifier_from_source(state, task.weights_report)
+        self._write_run_files(state)
+        return state
 
     def _record_initial_weights(self, report):
         """Prints what --initial_weights loaded and records where it came from."""
@@ -206,7 +220,7 @@ class RunSetup:
         self.record.weights.loaded_layers = list(report.loaded)
         self.record.weights.source = report.provenance()
 
-    def _classifier_from_source(self, report):
+    def classifier_from_source(self, state: RunState, report):
         """--classifier_init=source: maps the file's classifier onto the new classes
         (classifier_init.py) from a pipeline of its own, like the image grids."""
         if report is None or self.config.classifier_init != "source":
@@ -220,33 +234,37 @@ class RunSetup:
                              "their classifier, or --classifier_init=zeros")
         batches = self.train_input.input_fn(tf.distribute.InputContext())
         done = classifier_init.init_from_source(
-            self.model, report.source_classifier, batches,
+            state.model, report.source_classifier, batches,
             classifier_init.sample_size(self.num_classes))
-        if self.task.ema is not None:
-            self.task.ema.reset()
+        if state.task.ema is not None:
+            state.task.ema.reset()
         self.console.say(done.summary())
         self.record.weights.source["classifier"] = done.record()
 
-    def _write_run_files(self):
-        self.writers = tb.Writers(self.files.workdir, self.chief)
+    def _write_run_files(self, state: RunState):
         if not self.chief:
             return
         from mobilenet_tf.data import write_labels
 
+        os.makedirs(self.files.workdir, exist_ok=True)
         with writing(self.files.labels):
             write_labels(self.files.labels, self.class_names)
         with writing(self.files.config):
             run_record.write_record(self.files.workdir, self.record)
         with writing(self.files.flags):
             fileio.atomic_write_text(self.files.flags, flags_text(self.config))
-        self.write_metrics_csv()
-        tb.write_hparams(self.writers, self.config,
-                         os.path.basename(os.path.abspath(self.files.workdir)),
-                         has_validation=self.eval_input is not None,
-                         extra={"num_replicas": self.strategy.num_replicas_in_sync})
+        self.write_metrics_csv(state.metrics_history)
 
-    def write_metrics_csv(self):
+    def write_metrics_csv(self, metrics_history: checkpointing.MetricsHistory):
         """metrics.csv from the rows in the (restored or just saved) checkpoint."""
         if self.chief:
             with writing(self.files.metrics):
-                reporting.write_metrics_csv(self.files.metrics, self.metrics_history.rows())
+                reporting.write_metrics_csv(self.files.metrics, metrics_history.rows())
+
+    def write_hparams(self, writers: tb.Writers):
+        """The run's options, as TensorBoard's hparams plugin shows them (chief only)."""
+        if self.chief:
+            tb.write_hparams(writers, self.config,
+                             os.path.basename(os.path.abspath(self.files.workdir)),
+                             has_validation=self.eval_input is not None,
+                             extra={"num_replicas": self.strategy.num_replicas_in_sync})

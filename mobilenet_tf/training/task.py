@@ -1,4 +1,5 @@
-"""What is trained: the model, its optimizer and schedule, the loss, the weight average.
+"""What is trained: the model, its optimizer and schedule, the loss, the weight average;
+and the model a run saves (best/final.keras).
 
 ``build_task`` makes them under a strategy's scope from a ``TrainConfig``; the loop
 (``mobilenet_tf.training.trainer``) only drives them. ``Task.updates`` is the train step's list
@@ -8,6 +9,7 @@ of ``(optimizer, variables)`` pairs.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
@@ -15,6 +17,7 @@ import tensorflow as tf
 from mobilenet_tf.training import finetune, optim
 from mobilenet_tf.model import pretrained
 from mobilenet_tf.model.builder import mobilenet_v1
+from mobilenet_tf.rundir.errors import writing
 from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.training.steps import Objective
 
@@ -145,3 +148,37 @@ def saved_model_for(config: TrainConfig, num_classes: int) -> keras.Model:
                             classifier_activation="softmax", bn_momentum=config.bn_momentum)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+class SavedModel:
+    """best.keras and final.keras: the current weights (the average when on) in
+    ``saved_model_for``'s architecture, written atomically by the chief (``enabled``).
+    The model is built at the first save, not before: building draws random numbers, and
+    the seeded draws belong to the trained model, built first."""
+
+    def __init__(self, config: TrainConfig, num_classes: int, enabled: bool):
+        self.config, self.num_classes, self.enabled = config, num_classes, enabled
+        self.model: keras.Model | None = None
+
+    def current(self, task: Task) -> keras.Model:
+        """The saved architecture holding ``task``'s current weights."""
+        if self.model is None:
+            self.model = saved_model_for(self.config, self.num_classes)
+        values = (task.ema.averaged_values() if task.ema is not None
+                  else [w.numpy() for w in task.model.weights])
+        self.model.set_weights(values)
+        return self.model
+
+    def save(self, task: Task, path: str):
+        """Writes ``path`` (a reader sees the old file or the new one); chief only."""
+        if not self.enabled:
+            return
+        model = self.current(task)
+        tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp.keras")
+        try:
+            with writing(path):
+                model.save(tmp)
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)

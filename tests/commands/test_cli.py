@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from mobilenet_tf import cli
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIS = ("train", "evaluate", "export", "predict", "profile")
 QUICKSTART = os.path.join(REPO, "experiments", "quickstart.cfg")
 # No TF_CPP_MIN_LOG_LEVEL of the caller: the command lines' own default is tested.
@@ -124,7 +124,7 @@ def test_helpfull_lists_ours_first_then_the_library_flags():
 
 
 def test_quiet_native_stderr_hides_output_and_shows_it_on_failure(capfd, monkeypatch):
-    monkeypatch.setattr(cli, "_quiet", True)
+    monkeypatch.setattr(cli, "quiet", True)
     with cli.quiet_native_stderr():
         os.write(2, b"I0000 native chatter\n")
     assert capfd.readouterr().err == ""
@@ -135,7 +135,7 @@ def test_quiet_native_stderr_hides_output_and_shows_it_on_failure(capfd, monkeyp
     assert "E0000 the reason it failed" in capfd.readouterr().err
     os.write(2, b"after\n")  # the real stderr is back
     assert capfd.readouterr().err == "after\n"
-    monkeypatch.setattr(cli, "_quiet", False)  # --verbosity=0 or a user TF_CPP_MIN_LOG_LEVEL
+    monkeypatch.setattr(cli, "quiet", False)  # --verbosity=0 or a user TF_CPP_MIN_LOG_LEVEL
     with cli.quiet_native_stderr():
         os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"
@@ -144,23 +144,23 @@ def test_quiet_native_stderr_hides_output_and_shows_it_on_failure(capfd, monkeyp
 def test_verbosity_and_user_log_level_decide_quietness(monkeypatch):
     from absl import logging as absl_logging
 
-    monkeypatch.setattr(cli, "_quiet", cli._quiet)  # restored afterwards
-    monkeypatch.setattr(cli, "_user_tf_log_level", None)
+    monkeypatch.setattr(cli, "quiet", cli.quiet)  # restored afterwards
+    monkeypatch.setattr(cli, "user_tf_log_level", None)
     monkeypatch.delenv(cli.TF_LOG_ENV, raising=False)
     verbosity = absl_logging.get_verbosity()
     try:
         cli.FLAGS(["prog"])
         cli.configure_logging()
-        assert os.environ[cli.TF_LOG_ENV] == "3" and cli._quiet
+        assert os.environ[cli.TF_LOG_ENV] == "3" and cli.quiet
         cli.FLAGS(["prog", "--verbosity=0"])
         cli.configure_logging()
-        assert os.environ[cli.TF_LOG_ENV] == "0" and not cli._quiet
+        assert os.environ[cli.TF_LOG_ENV] == "0" and not cli.quiet
         cli.FLAGS.unparse_flags()
-        monkeypatch.setattr(cli, "_user_tf_log_level", "1")
+        monkeypatch.setattr(cli, "user_tf_log_level", "1")
         monkeypatch.setenv(cli.TF_LOG_ENV, "1")
         cli.FLAGS(["prog"])
         cli.configure_logging()
-        assert os.environ[cli.TF_LOG_ENV] == "1" and not cli._quiet  # the user's choice
+        assert os.environ[cli.TF_LOG_ENV] == "1" and not cli.quiet  # the user's choice
     finally:
         cli.FLAGS.unparse_flags()
         absl_logging.set_verbosity(verbosity)

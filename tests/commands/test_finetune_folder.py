@@ -10,10 +10,9 @@ import sys
 
 import keras
 
-from conftest import CLASSES, write_image_folder
 from mobilenet_tf.model.builder import mobilenet_v1
+from helpers import CLASSES, REPO, write_image_folder
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

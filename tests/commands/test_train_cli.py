@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from mobilenet_tf import train
-from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import flags_text
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(REPO, "experiments", "quickstart.cfg")
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -32,7 +32,7 @@ def test_quickstart_flags_build_the_config():
     seeded = _config("--seed=7")
     assert seeded.data_config().seed == seeded.seed == 7  # one seed for init and data
     # flags.txt of a run lists every option; parsed again it gives the same config.
-    text = trainer.flags_text(config)
+    text = flags_text(config)
     assert "--dataset=synthetic" in text and "--nojit_compile" in text
     assert _config(*text.split()) == config
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mobilenet_tf import data
-from mobilenet_tf.data.sources import DatasetSpec, SplitSpec
+from mobilenet_tf.data.specs import DatasetSpec, SplitSpec
 
 
 def test_defaults_match_the_contract():

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mobilenet_tf import data
 from data_helpers import collect, make_folder, make_tfrecords
+from helpers import REPO
 
 SYN = dict(dataset="synthetic", synthetic_num_classes=5, synthetic_num_examples=30,
            synthetic_image_size=32, image_size=(24, 20))
@@ -153,13 +154,13 @@ def test_sharding_tfds_mock():
 
 
 def test_training_order_is_a_fresh_seeded_permutation_every_epoch():
-    from mobilenet_tf.data.sources import _indexed
-    stream = [int(k) for k in _indexed(8, True, seed=3).take(24)]
+    from mobilenet_tf.data.source_base import indexed
+    stream = [int(k) for k in indexed(8, True, seed=3).take(24)]
     epochs = [stream[i:i + 8] for i in (0, 8, 16)]
     assert all(sorted(e) == list(range(8)) for e in epochs)  # every example once per epoch
     assert len({tuple(e) for e in epochs}) == 3  # reshuffled each epoch
-    assert [int(k) for k in _indexed(8, True, seed=3).take(8)] == epochs[0]  # seeded
-    assert [int(k) for k in _indexed(5, False, seed=3)] == [0, 1, 2, 3, 4]
+    assert [int(k) for k in indexed(8, True, seed=3).take(8)] == epochs[0]  # seeded
+    assert [int(k) for k in indexed(5, False, seed=3)] == [0, 1, 2, 3, 4]
 
 
 _MIRRORED = r'''
@@ -190,8 +191,7 @@ def test_mirrored_strategy_two_replicas(tmp_path):
     import sys
     root = make_folder(tmp_path, per_class=3, splits=("train",), exts=("jpg", "png"))
     (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"")
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", _MIRRORED, root], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -55,7 +55,7 @@ def test_crop_window_respects_area_and_aspect_ranges():
     shape = tf.constant([200, 300, 3])
     inside = 0
     for i in range(60):
-        begin, size = augment._crop_window(shape, _seed(i), (0.2, 0.5), (0.75, 1.333))
+        begin, size = augment.crop_window(shape, _seed(i), (0.2, 0.5), (0.75, 1.333))
         h, w = int(size[0]), int(size[1])
         assert 0 <= int(begin[0]) <= 200 - h and 0 <= int(begin[1]) <= 300 - w
         area, aspect = h * w / (200 * 300), w / h

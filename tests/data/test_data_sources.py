@@ -3,7 +3,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mobilenet_tf import data
 from mobilenet_tf.data import synthetic

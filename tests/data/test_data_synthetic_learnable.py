@@ -1,11 +1,10 @@
 """The synthetic task is learnable by a small MobileNet (opt-in: one to two minutes of CPU).
 
-    MOBILENET_TF_SLOW_TESTS=1 python -m pytest -q tests/test_data_synthetic_learnable.py
+    MOBILENET_TF_SLOW_TESTS=1 python -m pytest -q tests/data/test_data_synthetic_learnable.py
 """
 
 import os
 
-import numpy as np
 import pytest
 
 from mobilenet_tf import data, mobilenet_v1

@@ -21,8 +21,8 @@ from data_helpers import collect, make_folder
 from mobilenet_tf import data
 from mobilenet_tf.inference import prediction
 from mobilenet_tf.data import augment, preprocessing
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

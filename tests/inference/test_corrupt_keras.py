@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from mobilenet_tf.inference import loading
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers import REPO
 
 
 def _damaged_run(run_dir, tmp_path, how):

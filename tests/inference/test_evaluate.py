@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CLASSES
+from helpers import CLASSES
 from mobilenet_tf.inference import evaluation
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import CLASSES
+from helpers import CLASSES
 from mobilenet_tf.inference import loading, prediction
 
 

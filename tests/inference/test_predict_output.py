@@ -12,8 +12,8 @@ import pytest
 
 from mobilenet_tf.inference import prediction
 from mobilenet_tf.data import labels as labels_lib
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNSETS = ["n01440764", "n01443537", "n03710721"]
 NAMES = ["tench", "goldfish", "tank suit"]
 # A C++/absl log line (I0000 00:00:... file.cc:12] ...) or TensorFlow's Python logger.
@@ -66,7 +66,7 @@ def synset_tflite(tmp_path_factory) -> str:
     import keras
     import tensorflow as tf
 
-    from mobilenet_tf.serving import tflite_metadata
+    from mobilenet_tf.serving import tflite_metadata as writer
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))
@@ -78,7 +78,7 @@ def synset_tflite(tmp_path_factory) -> str:
                  input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
     flat = tf.lite.TFLiteConverter.from_saved_model(str(folder / "sm")).convert()
     path = folder / "tiny.tflite"
-    path.write_bytes(tflite_metadata.add_image_classifier_metadata(
+    path.write_bytes(writer.add_image_classifier_metadata(
         flat, labels=SYNSETS, mean=[127.5] * 3, std=[127.5] * 3, name="tiny",
         description="test", version="1"))
     return str(path)

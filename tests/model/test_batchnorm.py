@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from mobilenet_tf import mobilenet_v1
 from mobilenet_tf.model import batchnorm
+from helpers import randomize_weights
 
 SHAPE = (4, 6, 5, 8)  # N, H, W, C: n = 120 values per channel
 
@@ -135,13 +136,6 @@ def _tiny(fused, **kwargs):
                         fused_batch_norm=fused, **kwargs)
 
 
-def _randomize(model, seed):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(rng.uniform(0.5, 1.5, w.shape) if "variance" in v.path else
-                        rng.normal(0.0, 0.1, w.shape)).astype("float32")
-                       for v, w in zip(model.weights, model.get_weights())])
-
-
 def test_builder_options():
     fused = _tiny(True, bn_momentum=0.9)
     bns = [l for l in fused.layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -161,7 +155,7 @@ def test_bad_bn_momentum_names_the_argument(momentum):
 
 def test_training_step_gradients_and_statistics_match_plain_model():
     fused, plain = _tiny(True, bn_momentum=0.9), _tiny(False, bn_momentum=0.9)
-    _randomize(fused, seed=0)
+    randomize_weights(fused, seed=0)
     plain.set_weights(fused.get_weights())
     x = _inputs(seed=4, shape=(8, 32, 32, 3))
     y = tf.one_hot(np.arange(8) % 5, 5)
@@ -191,7 +185,7 @@ def test_weights_files_load_both_ways(source, tmp_path):
             (128, 128, 3), alpha=0.25, weights=None),
     }
     src = build[source]()
-    _randomize(src, seed=6)
+    randomize_weights(src, seed=6)
     expected = src(images, training=False)
     src.save_weights(str(tmp_path / "w.weights.h5"))
     src.save(str(tmp_path / "legacy.h5"))  # legacy HDF5: loaded by layer name
@@ -206,7 +200,7 @@ def test_weights_files_load_both_ways(source, tmp_path):
 
 def test_keras_file_round_trip(tmp_path):
     model = _tiny(True, bn_momentum=0.95)
-    _randomize(model, seed=7)
+    randomize_weights(model, seed=7)
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path, compile=False)

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 from mobilenet_tf import mobilenet_v1
-from mobilenet_tf.model import builder as model_lib
-
-
-def _randomize(model, seed):
-    """Random values in every weight, BN moving statistics included (variances > 0)."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([
-        (rng.uniform(0.5, 1.5, w.shape) if "variance" in v.path else
-         rng.normal(0.0, 0.1, w.shape)).astype("float32")
-        for v, w in zip(model.weights, model.get_weights())])
+from mobilenet_tf.model import architecture
+from helpers import randomize_weights
 
 
 def test_param_count_matches_keras_applications():
@@ -43,14 +35,14 @@ def test_weight_exchange_with_keras_applications_both_ways(alpha, tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (2,) + shape).astype("float32")
 
     theirs = keras.applications.MobileNet(alpha=alpha, input_shape=shape, weights=None)
-    _randomize(theirs, seed=1)
+    randomize_weights(theirs, seed=1)
     path = str(tmp_path / "theirs.weights.h5")
     theirs.save_weights(path)
     ours = mobilenet_v1(alpha=alpha, input_shape=shape, weights=path)
     np.testing.assert_allclose(ours.predict(images, verbose=0),
                                theirs.predict(images, verbose=0), atol=1e-5)
 
-    _randomize(ours, seed=2)
+    randomize_weights(ours, seed=2)
     path = str(tmp_path / "ours.weights.h5")
     ours.save_weights(path)
     theirs2 = keras.applications.MobileNet(alpha=alpha, input_shape=shape, weights=path)
@@ -65,7 +57,7 @@ def test_imagenet_weights_load_offline_from_keras_cache(tmp_path, monkeypatch):
     os.makedirs(tmp_path / "models")
     source = keras.applications.MobileNet(alpha=0.25, input_shape=(128, 128, 3),
                                           weights=None)
-    _randomize(source, seed=3)
+    randomize_weights(source, seed=3)
     from keras.src.legacy.saving import legacy_h5_format
     with h5py.File(tmp_path / "models" / "mobilenet_2_5_128_tf.h5", "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
@@ -150,10 +142,10 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
 
 def test_spec_table_is_table_1():
     # Table 1: 13 separable blocks; strides 2 at blocks 2, 4, 6, 12; widths 64..1024.
-    assert [b.filters for b in model_lib.BLOCKS] == [64, 128, 128, 256, 256, 512,
-                                                    512, 512, 512, 512, 512, 1024, 1024]
-    assert [b.block_id for b in model_lib.BLOCKS if b.stride == 2] == [2, 4, 6, 12]
-    assert len(model_lib.blocks_for("shallow")) == 8
+    assert [b.filters for b in architecture.BLOCKS] == [64, 128, 128, 256, 256, 512,
+                                                       512, 512, 512, 512, 512, 1024, 1024]
+    assert [b.block_id for b in architecture.BLOCKS if b.stride == 2] == [2, 4, 6, 12]
+    assert len(architecture.blocks_for("shallow")) == 8
 
 
 def test_builder_needs_no_tensorflow_specific_layer_unless_fused():

@@ -1,5 +1,6 @@
-"""The profiler reproduces the paper's tables. Every expected figure below is copied from
-the paper's text (Howard et al. 2017, arXiv:1704.04861), not from our own output."""
+"""The cost counter (model/costs.py) reproduces the paper's tables. Every expected figure
+below is copied from the paper's text (Howard et al. 2017, arXiv:1704.04861), not from
+our own output."""
 
 import json
 import subprocess

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, IMAGE_SIZE, draw_shape, jpeg_bytes
+from helpers import CLASSES, IMAGE_SIZE, draw_shape, jpeg_bytes
 from mobilenet_tf import fileio
-from mobilenet_tf.serving import exporter, tflite_metadata
-from mobilenet_tf.inference import loading
+from mobilenet_tf.inference import loading, tflite_metadata
+from mobilenet_tf.serving import exporter, tflite
+from mobilenet_tf.serving.config import ExportConfig
 from mobilenet_tf.data import preprocessing
+from mobilenet_tf.data.config import EVAL_CROP_FRACTION
 
-TFLITE_FILES = sorted(exporter.TFLITE_NAMES.values())
+TFLITE_FILES = sorted(tflite.TFLITE_NAMES.values())
 
 
 def test_every_format_written_and_reported(exported):
@@ -81,7 +83,7 @@ def test_mediapipe_image_classifier_returns_our_labels(exported, tmp_path, name)
     path = tmp_path / "green.jpg"
     path.write_bytes(jpeg_bytes(draw_shape("green_disc", np.random.default_rng(7))))
     image = mp.Image.create_from_file(str(path))
-    m = (1 - preprocessing.EVAL_CROP_FRACTION) / 2
+    m = (1 - EVAL_CROP_FRACTION) / 2
     center_crop = ImageProcessingOptions(region_of_interest=RectF(left=m, top=m, right=1 - m,
                                                                   bottom=1 - m))
     options = vision.ImageClassifierOptions(
@@ -137,7 +139,7 @@ def test_export_refuses_run_without_finished_checkpoint(run_dir, tmp_path):
     for f in ("labels.txt", "config.json"):
         (unfinished / f).write_bytes(open(os.path.join(run_dir, f), "rb").read())
     with pytest.raises(ValueError, match="no finished checkpoint best.keras"):
-        exporter.export(exporter.ExportConfig(workdir=str(unfinished)))
+        exporter.export(ExportConfig(workdir=str(unfinished)))
     assert set(os.listdir(unfinished)) == {"labels.txt", "config.json"}  # nothing written
     proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.export",
                            f"--workdir={unfinished}"], capture_output=True, text=True)
@@ -148,7 +150,7 @@ def test_export_refuses_run_without_finished_checkpoint(run_dir, tmp_path):
 def test_export_fails_clearly_when_float32_disagrees(run_dir, tmp_path):
     # A tolerance no real conversion meets: the float32 check must fail loudly, after
     # writing the report that shows why.
-    config = exporter.ExportConfig(
+    config = ExportConfig(
         workdir=run_dir, export_dir=str(tmp_path), formats=("tflite",), quantize=("none",),
         verification_images=6, latency_runs=0, max_float32_prob_diff=0.0)
     with pytest.raises(exporter.ExportVerificationError, match="float32 TFLite top-1 "
@@ -159,9 +161,9 @@ def test_export_fails_clearly_when_float32_disagrees(run_dir, tmp_path):
 
 def test_config_errors_name_the_option(run_dir):
     with pytest.raises(ValueError, match="--quantize=int4 is not valid"):
-        exporter.export(exporter.ExportConfig(workdir=run_dir, quantize=("int4",)))
+        exporter.export(ExportConfig(workdir=run_dir, quantize=("int4",)))
     with pytest.raises(ValueError, match="int8_io"):
-        exporter.export(exporter.ExportConfig(workdir=run_dir, int8_io="int16"))
+        exporter.export(ExportConfig(workdir=run_dir, int8_io="int16"))
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -177,7 +179,7 @@ def test_reexport_replaces_the_saved_model_whole(run_dir, tmp_path):
     stale = tmp_path / "saved_model" / "stale_file"
     stale.parent.mkdir()
     stale.write_text("from an older export")
-    report = exporter.export(exporter.ExportConfig(
+    report = exporter.export(ExportConfig(
         workdir=run_dir, export_dir=str(tmp_path), formats=("saved_model",),
         verification_images=3, latency_runs=0))
     assert not stale.exists()

@@ -17,8 +17,8 @@ import pytest
 
 from mobilenet_tf import fileio
 from mobilenet_tf.serving import staging
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 # Writes an export "VERSION" (a few files, a report listing them) into FINAL through
@@ -35,7 +35,7 @@ FAKE_EXPORT = textwrap.dedent("""
     if crash == "after_exchange":          # swapped, old export not yet removed
         staging.shutil.rmtree = die
     if crash.startswith("fallback"):       # a file system without RENAME_EXCHANGE
-        staging._exchange = lambda a, b: False
+        staging.exchange = lambda a, b: False
         real_rename, calls = os.rename, []
         def rename(a, b):
             calls.append(a)

@@ -6,7 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from mobilenet_tf.serving import tflite_metadata as tm
+from mobilenet_tf.inference import tflite_metadata as reader
+from mobilenet_tf.serving import tflite_metadata as writer
 
 LABELS = ["cat", "dog", "bird with spaces"]
 
@@ -39,14 +40,14 @@ def _run(model_bytes, x):
 
 
 def _add(model_bytes, labels=LABELS, version="v1"):
-    return tm.add_image_classifier_metadata(
+    return writer.add_image_classifier_metadata(
         model_bytes, labels=labels, mean=[127.5] * 3, std=[127.5] * 3, name="Tiny",
         description="a test model", version=version, author="me", license="Apache-2.0")
 
 
 def test_round_trip(tiny_tflite):
     out = _add(tiny_tflite)
-    info = tm.read_image_classifier_metadata(out)
+    info = reader.read_image_classifier_metadata(out)
     assert info.labels == tuple(LABELS)
     assert (info.name, info.description, info.version) == ("Tiny", "a test model", "v1")
     assert (info.author, info.license) == ("me", "Apache-2.0")
@@ -70,7 +71,7 @@ def test_converter_metadata_kept_and_ours_replaced(tiny_tflite):
 
     once = _add(tiny_tflite)
     twice = _add(once, labels=["a", "b", "c"], version="v2")
-    info = tm.read_image_classifier_metadata(twice)
+    info = reader.read_image_classifier_metadata(twice)
     assert info.labels == ("a", "b", "c") and info.version == "v2"
     assert info.associated_files == ("labels.txt",)
 
@@ -78,9 +79,9 @@ def test_converter_metadata_kept_and_ours_replaced(tiny_tflite):
         m = schema.Model.GetRootAsModel(b, 0)
         return [m.Metadata(i).Name().decode() for i in range(m.MetadataLength())]
 
-    assert names(twice).count(tm.METADATA_NAME) == 1
+    assert names(twice).count(reader.METADATA_NAME) == 1
     assert "min_runtime_version" in names(twice)
-    assert set(names(tiny_tflite)) | {tm.METADATA_NAME} == set(names(twice))
+    assert set(names(tiny_tflite)) | {reader.METADATA_NAME} == set(names(twice))
     # no growth from re-populating: the old metadata buffer and zip are replaced
     assert abs(len(twice) - len(once)) < 64
 
@@ -88,7 +89,7 @@ def test_converter_metadata_kept_and_ours_replaced(tiny_tflite):
 def test_metadata_flatbuffer_fields(tiny_tflite):
     from mediapipe.tasks.metadata import metadata_schema_py_generated as md
 
-    buf = tm.get_metadata_buffer(_add(tiny_tflite))
+    buf = reader.get_metadata_buffer(_add(tiny_tflite))
     assert md.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0)
     meta = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAsModelMetadata(buf, 0))
     sg = meta.subgraphMetadata[0]
@@ -105,15 +106,15 @@ def test_min_parser_version_follows_schema_members():
 
     meta = md.ModelMetadataT()
     meta.subgraphMetadata = [md.SubGraphMetadataT()]
-    assert tm.min_parser_version(meta) == "1.0.0"
+    assert writer.min_parser_version(meta) == "1.0.0"
     meta.subgraphMetadata[0].inputProcessUnits = []
-    assert tm.min_parser_version(meta) == "1.1.0"
+    assert writer.min_parser_version(meta) == "1.1.0"
     f = md.AssociatedFileT()
     f.version = "2"
     meta.associatedFiles = [f]
-    assert tm.min_parser_version(meta) == "1.4.1"
+    assert writer.min_parser_version(meta) == "1.4.1"
     meta.subgraphMetadata[0].customMetadata = []
-    assert tm.min_parser_version(meta) == "1.5.0"
+    assert writer.min_parser_version(meta) == "1.5.0"
 
 
 def test_label_count_must_match(tiny_tflite):
@@ -123,7 +124,7 @@ def test_label_count_must_match(tiny_tflite):
 
 def test_reader_rejects_model_without_metadata(tiny_tflite):
     with pytest.raises(ValueError, match="no TFLITE_METADATA"):
-        tm.read_image_classifier_metadata(tiny_tflite)
+        reader.read_image_classifier_metadata(tiny_tflite)
 
 
 SYNSETS = ["n01440764", "n01443537", "n03710721"]  # tench, goldfish, maillot/tank suit
@@ -133,13 +134,13 @@ def test_synset_labels_get_display_names(tiny_tflite):
     """ImageNet synset IDs stay the labels; their class names are attached as the
     ``en`` display names, which MediaPipe's ImageClassifier returns as display_name."""
     out = _add(tiny_tflite, labels=SYNSETS)
-    info = tm.read_image_classifier_metadata(out)
+    info = reader.read_image_classifier_metadata(out)
     assert info.labels == tuple(SYNSETS)
     assert info.display_names == ("tench", "goldfish", "tank suit")
     assert info.associated_files == ("labels.txt", "labels_en.txt")
     assert info.min_parser_version == "1.0.0"
     # other labels: no display-names file
-    plain = tm.read_image_classifier_metadata(_add(tiny_tflite))
+    plain = reader.read_image_classifier_metadata(_add(tiny_tflite))
     assert plain.display_names == plain.labels and plain.associated_files == ("labels.txt",)
 
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf.training import classifier_init, trainer
+from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.model import pretrained
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.model.builder import mobilenet_v1
@@ -92,19 +93,18 @@ def test_source_start_transfers_the_old_classifier_to_grouped_classes(weights_fi
 
 
 def _setup(workdir, weights, run=False, **options):
-    """The trainer after prepare() (the classifier started), or after run()."""
+    """The trainer after its setup's prepare() (the classifier started), or after run()."""
     train, evaluation = toy_inputs(batch_size=16, n_train=128)
-    config = trainer.TrainConfig(**{**dict(
+    config = TrainConfig(**{**dict(
         alpha=0.25, resolution=32, batch_size=16, epochs=1, steps_per_epoch=2,
         eval_split="val", verbose=0, log_images=False, optimizer="adamw",
         weight_decay=0.0, initial_weights=weights, freeze_backbone_epochs=1), **options})
-    setup = trainer.Trainer(config, str(workdir), train, evaluation)
+    runner = trainer.Trainer(config, str(workdir), train, evaluation)
     if run:
-        setup.run()
+        runner.run()
     else:
-        setup.prepare()
-        setup.writers.close()
-    return setup, train
+        runner.state = runner.setup.prepare()
+    return runner, train
 
 
 def test_trainer_starts_from_the_mapped_classifier_once_and_records_it(weights_file,
@@ -113,18 +113,19 @@ def test_trainer_starts_from_the_mapped_classifier_once_and_records_it(weights_f
                         ema_decay=0.99)
     # The same mapping, redone by hand from the same pipeline and weights.
     keras.utils.set_random_seed(9)
-    again = mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=run.num_classes,
+    again = mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=run.setup.num_classes,
                          classifier_activation=None, fused_batch_norm=True)  # as trained
     report = pretrained.load_initial_weights(again, weights_file)
     keras.utils.set_random_seed(run.config.seed)  # the global seed orders the toy input
     classifier_init.init_from_source(again, report.source_classifier,
                                      train.input_fn(tf.distribute.InputContext()),
-                                     classifier_init.sample_size(run.num_classes))
+                                     classifier_init.sample_size(run.setup.num_classes))
     got = run.model.get_layer("conv_preds").get_weights()
     for a, b in zip(got, again.get_layer("conv_preds").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.abs(got[0]).max() > 0  # not the zero start
-    shadows = {id(w): s for w, s in zip(run.task.ema._weights, run.task.ema.shadows)}
+    ema = run.state.task.ema
+    shadows = {id(w): s for w, s in zip(ema._weights, ema.shadows)}
     np.testing.assert_array_equal(shadows[id(run.model.get_layer("conv_preds").kernel)],
                                   got[0])
     recorded = json.load(open(run_record.RunFiles(str(tmp_path / "run")).config))
@@ -182,4 +183,4 @@ def test_a_file_classifier_of_another_width_is_refused(tmp_path):
 ])
 def test_invalid_classifier_init_is_named(options, message):
     with pytest.raises(ValueError, match=message):
-        trainer.TrainConfig(**options).validate()
+        TrainConfig(**options).validate()

@@ -6,7 +6,6 @@ is tests/test_train_distributed.py."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,8 +15,8 @@ import pytest
 
 from mobilenet_tf import fileio
 from mobilenet_tf.training import config as train_config, distribute
+from helpers import REPO, free_port
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 WAIT_SCRIPT = textwrap.dedent("""
     import json, os, socket, sys, time
@@ -42,12 +41,6 @@ WAIT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(ports, index, timeout):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     env = {**os.environ, "PYTHONPATH": REPO,
@@ -59,7 +52,7 @@ def _worker(ports, index, timeout):
 
 
 def test_missing_peer_is_named_after_the_timeout():
-    ports = [_free_port(), _free_port(), _free_port()]
+    ports = [free_port(), free_port(), free_port()]
     proc = _worker(ports, 0, timeout=2)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
@@ -68,7 +61,7 @@ def test_missing_peer_is_named_after_the_timeout():
 
 
 def test_peers_that_start_find_each_other():
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [_worker(ports, i, timeout=60) for i in range(2)]
     for p in procs:  # WAITING (when it had to wait), then READY or STARTUP_ERROR
         line = p.stdout.readline().strip()
@@ -79,7 +72,7 @@ def test_peers_that_start_find_each_other():
 
 
 def test_sigterm_during_the_wait_exits_at_once():
-    proc = _worker([_free_port(), _free_port()], 0, timeout=600)
+    proc = _worker([free_port(), free_port()], 0, timeout=600)
     assert proc.stdout.readline().strip() == "WAITING"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)  # far below the 600 s it would wait
@@ -149,7 +142,7 @@ def test_non_chief_scratch_is_removed_at_exit_and_after_a_kill(tmp_path):
 
 def test_train_cli_exits_naming_the_missing_worker(tmp_path):
     """The whole path: --startup_timeout from the command line to the strategy."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
            "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                     "task": {"type": "worker", "index": 0}})}

@@ -9,7 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from mobilenet_tf.rundir.errors import ResumeRefused
 from mobilenet_tf.training import finetune, trainer
+from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.model.builder import mobilenet_v1
 from train_helpers import toy_inputs
@@ -44,13 +46,14 @@ class Snapshots(trainer.Trainer):
         self.snapshots[epoch] = {(layer.name, i): np.array(w) for layer in self.model.layers
                                  for i, w in enumerate(layer.weights)}
         self.rates = getattr(self, "rates", {})
-        self.rates[epoch] = (self.task.learning_rate(), self.task.backbone_learning_rate())
+        task = self.state.task
+        self.rates[epoch] = (task.learning_rate(), task.backbone_learning_rate())
         super()._end_of_epoch(epoch, train_metrics, images_per_second)
 
 
 def _run(workdir, **overrides):
     train, evaluation = toy_inputs(batch_size=16, n_train=128)
-    config = trainer.TrainConfig(**{**BASE, **overrides})
+    config = TrainConfig(**{**BASE, **overrides})
     run = Snapshots(config, str(workdir), train, evaluation)
     run.run()
     return run
@@ -90,8 +93,8 @@ def test_head_phase_keeps_backbone_bit_identical_then_backbone_trains_at_scaled_
     # the switch (4 steps).
     assert run.rates[1][0] == pytest.approx(0.01)
     assert run.rates[2] == pytest.approx((0.01, 0.001))
-    assert int(run.task.backbone_optimizer.iterations.numpy()) == 4
-    assert int(run.task.optimizer.iterations.numpy()) == 8
+    assert int(run.state.task.backbone_optimizer.iterations.numpy()) == 4
+    assert int(run.state.task.optimizer.iterations.numpy()) == 8
     out = capsys.readouterr().out
     assert "Epoch 2: backbone unfrozen at 0.1x the learning rate" in out
     assert re.search(r"loaded (\d+) of (\d+) tensors .*; 1 layers not loaded:\n"
@@ -108,7 +111,7 @@ def test_fractional_head_phase_switches_inside_an_epoch(weights_file, tmp_path):
     run = _run(tmp_path / "run", epochs=2, freeze_backbone_epochs=1.5,
                backbone_lr_scale=0.5, freeze_bn=True, initial_weights=path)
     assert [s for s, _ in run.history] == [3, 4, 6, 8]  # steps_per_loop 3, cut at 6
-    assert int(run.task.backbone_optimizer.iterations.numpy()) == 2
+    assert int(run.state.task.backbone_optimizer.iterations.numpy()) == 2
     assert run.phase_for_step(5) == finetune.HEAD and run.phase_for_step(6) == finetune.WHOLE
 
 
@@ -118,7 +121,7 @@ def test_head_only_run_is_a_linear_probe(weights_file, tmp_path):
     for key, value in run.snapshots[1].items():
         if key[0] != "conv_preds":
             np.testing.assert_array_equal(value, pre[key], err_msg=str(key))
-    assert run.task.backbone_optimizer is None  # --backbone_lr_scale=1: one optimizer
+    assert run.state.task.backbone_optimizer is None  # --backbone_lr_scale=1: one optimizer
 
 
 @pytest.mark.parametrize("change", [dict(freeze_backbone_epochs=0.5),
@@ -129,7 +132,7 @@ def test_resume_refuses_a_changed_fine_tuning_option(weights_file, tmp_path, cha
                    freeze_bn=True, initial_weights=path, checkpoint_every_steps=2)
     _run(tmp_path / "run", **{**options, "epochs": 1})
     name = next(iter(change))
-    with pytest.raises(trainer.ResumeRefused, match=f"--{name}"):
+    with pytest.raises(ResumeRefused, match=f"--{name}"):
         _run(tmp_path / "run", **{**options, "epochs": 2, **change})
 
 
@@ -146,7 +149,7 @@ def test_invalid_fine_tuning_options_are_named(options, message, weights_file):
     if options.get("initial_weights") == "x":
         options = {**options, "initial_weights": weights_file[0]}
     with pytest.raises(ValueError, match=message):
-        trainer.TrainConfig(**options).validate()
+        TrainConfig(**options).validate()
 
 
 def test_scaled_rate_follows_the_schedule_from_the_switch():
@@ -190,8 +193,8 @@ def test_frozen_blocks_stay_bit_identical_while_later_blocks_fine_tune(weights_f
     for key in frozen:
         np.testing.assert_array_equal(whole[key], pre[key], err_msg=str(key))
     frozen_ids = {id(run.model.get_layer(name).weights[i]) for name, i in frozen}
-    assert run.task.backbone_variables  # the optimizer holds no slots for frozen weights
-    assert not frozen_ids & {id(v) for v in run.task.backbone_variables}
+    assert run.state.task.backbone_variables  # the optimizer holds no slots for frozen weights
+    assert not frozen_ids & {id(v) for v in run.state.task.backbone_variables}
     changed = {k for k in whole if np.any(whole[k] != run.snapshots[1][k])}  # since the head
     for key in [("conv_dw_7", 0), ("conv_pw_7", 0), ("conv_pw_13", 0), ("conv_pw_13_bn", 2),
                 ("conv_preds", 0)]:

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from mobilenet_tf.model.builder import mobilenet_v1
+from helpers import REPO, TESTS
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = os.path.dirname(TESTS)
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 # Trains the toy task; with KILL_AT=N it SIGKILLs itself right after saving the
@@ -28,15 +27,25 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from train_helpers import toy_inputs
 from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import TrainConfig
+from mobilenet_tf.training.setup import RunSetup
 
 kill_at = int(os.environ.get("KILL_AT", "-1"))
 
-class Killed(trainer.Trainer):
-    def _classifier_from_source(self, report):  # KILL_AT=0: right after the mapping
-        super()._classifier_from_source(report)
-        if kill_at == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
 
+mapped = RunSetup.classifier_from_source
+
+
+def classifier_from_source(self, state, report):  # KILL_AT=0: right after the mapping
+    mapped(self, state, report)
+    if kill_at == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+RunSetup.classifier_from_source = classifier_from_source
+
+
+class Killed(trainer.Trainer):
     def _save(self, step):
         path = super()._save(step)
         if step == kill_at:
@@ -44,12 +53,12 @@ class Killed(trainer.Trainer):
         return path
 
 train, evaluation = toy_inputs(batch_size=16, n_train=128)
-run = Killed(trainer.TrainConfig(**json.loads(sys.argv[2])), sys.argv[1], train, evaluation)
+run = Killed(TrainConfig(**json.loads(sys.argv[2])), sys.argv[1], train, evaluation)
 run.run()
 print("RESULT", json.dumps(dict(
-    head=int(run.task.optimizer.iterations.numpy()),
-    backbone=int(run.task.backbone_optimizer.iterations.numpy()),
-    step=int(run.global_step.numpy()))))
+    head=int(run.state.task.optimizer.iterations.numpy()),
+    backbone=int(run.state.task.backbone_optimizer.iterations.numpy()),
+    step=int(run.state.global_step.numpy()))))
 """.format(tests=TESTS)
 
 

@@ -5,6 +5,7 @@ held-out accuracy in the same few epochs than the same network trained from scra
 import dataclasses
 
 from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.data import DataConfig
 
 COMMON = dict(alpha=0.25, resolution=32, batch_size=32, bn_momentum=0.9, dropout=0.0,
@@ -14,7 +15,7 @@ DATA = DataConfig(dataset="synthetic", synthetic_image_size=32, min_area=0.5)
 
 
 def _train(workdir, data, **options):
-    config = trainer.TrainConfig(data=data, **{**COMMON, **options})
+    config = TrainConfig(data=data, **{**COMMON, **options})
     return trainer.train_and_evaluate(config, str(workdir))
 
 

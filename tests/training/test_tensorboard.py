@@ -12,8 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
+from mobilenet_tf.rundir.errors import TrainingDivergedError
 from mobilenet_tf.training import (tensorboard_images as ti, tensorboard_logging as tb,
                                    trainer)
+from mobilenet_tf.training.config import TrainConfig
 from train_helpers import toy_inputs
 
 TINY = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
@@ -42,7 +44,7 @@ def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tb") / "run")
     train, evaluation = toy_inputs(batch_size=16)
     train.class_names = evaluation.class_names = SYNSETS
-    config = trainer.TrainConfig(epochs=3, ema_decay=0.9, **TINY)
+    config = TrainConfig(epochs=3, ema_decay=0.9, **TINY)
     trainer.train_and_evaluate(config, workdir, train, evaluation)
     return workdir, config
 
@@ -117,9 +119,9 @@ def test_diverged_run_ends_with_failure(tmp_path):
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
     train.nan_after_batches = 2
-    config = trainer.TrainConfig(epochs=1, log_images=False,
+    config = TrainConfig(epochs=1, log_images=False,
                                  **{**TINY, "steps_per_loop": 1, "eval_split": ""})
-    with pytest.raises(trainer.TrainingDivergedError):
+    with pytest.raises(TrainingDivergedError):
         trainer.train_and_evaluate(config, workdir, train, None)
     acc = _events(os.path.join(workdir, "logs"))
     end = hp_metadata.parse_session_end_info_plugin_data(
@@ -186,7 +188,7 @@ def test_image_grids_leave_the_training_examples_unchanged(tmp_path):
     losses = {}
     for log_images in (True, False):
         train, _ = toy_inputs(batch_size=16, n_train=64)
-        config = trainer.TrainConfig(**{**TINY, "eval_split": "", "epochs": 3,
+        config = TrainConfig(**{**TINY, "eval_split": "", "epochs": 3,
                                         "optimizer": "sgd", "learning_rate": 1e-12,
                                         "momentum": 0.0, "log_images": log_images})
         trainer.train_and_evaluate(config, str(tmp_path / str(log_images)), train, None)

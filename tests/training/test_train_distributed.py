@@ -4,15 +4,15 @@ subprocesses, so logical devices and collective groups do not leak into other te
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HELPER = os.path.join(REPO, "tests", "train_helpers.py")
+from helpers import REPO, TESTS, free_port
+
+HELPER = os.path.join(TESTS, "train_helpers.py")
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -25,6 +25,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from train_helpers import toy_inputs
     from mobilenet_tf.training import trainer
+    from mobilenet_tf.training.config import TrainConfig
     # Strategies are compared under one batch-norm formula: the replicas use Keras'
     # synchronized moments, so one device trains with Keras' layer too
     # (fused_batch_norm=False). With oneDNN's fused kernel the second loss differed by
@@ -40,13 +41,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     result = {}
     for strategy in ("one_device", "mirrored"):
         train, _ = toy_inputs(batch_size=16)
-        run = trainer.Trainer(trainer.TrainConfig(strategy=strategy, **common),
+        run = trainer.Trainer(TrainConfig(strategy=strategy, **common),
                               f"{out_dir}/{strategy}", train)
-        result[strategy] = {"replicas": run.strategy.num_replicas_in_sync}
+        result[strategy] = {"replicas": run.setup.strategy.num_replicas_in_sync}
         run.run()
         result[strategy]["losses"] = [loss for _, loss in run.history]
     try:
-        trainer.Trainer(trainer.TrainConfig(strategy="mirrored", **{**common,
+        trainer.Trainer(TrainConfig(strategy="mirrored", **{**common,
                         "batch_size": 15}), f"{out_dir}/bad", toy_inputs(batch_size=15)[0])
     except ValueError as err:
         result["bad_batch_error"] = str(err)
@@ -95,14 +96,8 @@ def test_mirrored_two_replicas_follows_single_device(tmp_path):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_multi_worker_two_processes_identical_weights(tmp_path):
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     config = dict(alpha=0.25, resolution=32, epochs=1, batch_size=16, steps_per_epoch=4,
                   steps_per_loop=2, learning_rate=0.01, bn_momentum=0.9, ema_decay=0.9,

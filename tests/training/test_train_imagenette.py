@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from mobilenet_tf.benchmarks import imagenette
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684")  # tench, springer,
 PER_CLASS = 200                                                 # cassette player, chain saw
 

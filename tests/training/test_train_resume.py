@@ -17,11 +17,14 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.training import trainer
+from mobilenet_tf.rundir.errors import OutputWriteError, ResumeRefused, RunLocked
 from mobilenet_tf.rundir.lock import RunLock
+from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import TrainConfig
+from mobilenet_tf.training.setup import RunSetup
 from train_helpers import toy_inputs
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 BASE = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
             lr_schedule="constant", bn_momentum=0.9, eval_split="val", verbose=0,
@@ -31,7 +34,7 @@ BASE = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
 def _train(workdir, n_train=256, **overrides):
     train, evaluation = toy_inputs(batch_size=overrides.get("batch_size", 16),
                                    n_train=n_train)
-    return trainer.train_and_evaluate(trainer.TrainConfig(**{**BASE, **overrides}),
+    return trainer.train_and_evaluate(TrainConfig(**{**BASE, **overrides}),
                                       workdir, train, evaluation)
 
 
@@ -89,7 +92,7 @@ def test_no_readable_checkpoint_or_none_at_all_refuses_and_changes_nothing(
             f.truncate(100)
     before = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(workdir, "**"),
                                                          recursive=True)}
-    with pytest.raises(trainer.ResumeRefused, match="No checkpoint in .* is readable") as e:
+    with pytest.raises(ResumeRefused, match="No checkpoint in .* is readable") as e:
         _train(workdir, epochs=3)
     assert "ckpt-16" in str(e.value) and "ckpt-8" in str(e.value)
     after = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(workdir, "**"),
@@ -98,7 +101,7 @@ def test_no_readable_checkpoint_or_none_at_all_refuses_and_changes_nothing(
         p: t for p, t in before.items() if not p.endswith(".lock")}
 
     shutil.rmtree(os.path.join(workdir, "checkpoints"))
-    with pytest.raises(trainer.ResumeRefused, match="no checkpoint") as e:
+    with pytest.raises(ResumeRefused, match="no checkpoint") as e:
         _train(workdir, epochs=3)
     message = str(e.value)
     assert "metrics.csv (2 rows)" in message and "best.keras" in message
@@ -115,7 +118,7 @@ def test_no_readable_checkpoint_or_none_at_all_refuses_and_changes_nothing(
 def test_resume_with_changed_configuration_is_refused(two_epochs, tmp_path, change,
                                                       expected):
     workdir = _copy(two_epochs, tmp_path)
-    with pytest.raises(trainer.ResumeRefused) as e:
+    with pytest.raises(ResumeRefused) as e:
         _train(workdir, epochs=3, **change)
     for text in expected:
         assert text in str(e.value), str(e.value)
@@ -125,20 +128,20 @@ def test_resume_with_changed_configuration_is_refused(two_epochs, tmp_path, chan
 
 def test_torn_metrics_and_kill_between_checkpoint_and_metrics_write(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    real = trainer.Trainer.write_metrics_csv
+    real = RunSetup.write_metrics_csv
 
-    def killed_after_epoch_2_checkpoint(self):
-        if self.metrics_history.rows() and self.metrics_history.rows()[-1]["epoch"] == 2:
+    def killed_after_epoch_2_checkpoint(self, metrics_history):
+        if metrics_history.rows() and metrics_history.rows()[-1]["epoch"] == 2:
             raise KeyboardInterrupt("killed after the epoch-2 checkpoint")
-        return real(self)
+        return real(self, metrics_history)
 
-    monkeypatch.setattr(trainer.Trainer, "write_metrics_csv", killed_after_epoch_2_checkpoint)
+    monkeypatch.setattr(RunSetup, "write_metrics_csv", killed_after_epoch_2_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         _train(workdir, epochs=3)
     assert _epochs(workdir) == [(1, 8)] and 16 in _ckpt_steps(workdir)
     with open(os.path.join(workdir, "metrics.csv"), "ab") as f:
         f.write(b"2,16,0.5,0.9" + b"\0" * 300)  # a torn row ending in NUL bytes
-    monkeypatch.setattr(trainer.Trainer, "write_metrics_csv", real)
+    monkeypatch.setattr(RunSetup, "write_metrics_csv", real)
     _train(workdir, epochs=3)
     assert _epochs(workdir) == [(1, 8), (2, 16), (3, 24)]
     assert b"\0" not in open(os.path.join(workdir, "metrics.csv"), "rb").read()
@@ -149,7 +152,7 @@ def test_second_trainer_is_refused_naming_the_holder_and_stale_lock_is_taken_ove
     workdir = str(tmp_path / "run")
     with RunLock(workdir):
         t0 = time.time()
-        with pytest.raises(trainer.RunLocked, match=f"pid {os.getpid()} on host"):
+        with pytest.raises(RunLocked, match=f"pid {os.getpid()} on host"):
             _train(workdir, epochs=1)
         assert time.time() - t0 < 60
         assert not os.path.exists(os.path.join(workdir, "config.json"))
@@ -190,7 +193,7 @@ def _tmpfs(path, size):
 def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
     with _tmpfs(tmp_path / "small", "9m") as mount:
         workdir = str(mount / "run")
-        with pytest.raises(trainer.OutputWriteError) as e:
+        with pytest.raises(OutputWriteError) as e:
             _train(workdir, epochs=3)
         message = str(e.value)
         assert "\n" not in message and workdir in message, message
@@ -216,7 +219,7 @@ def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path
         workdir = str(tmp_path / "run")
         os.makedirs(workdir)
         os.symlink(mount, os.path.join(workdir, "logs"))
-        with pytest.raises(trainer.OutputWriteError) as e:
+        with pytest.raises(OutputWriteError) as e:
             _train(workdir, epochs=2)
         message = str(e.value)
         assert e.value.exit_code == 7

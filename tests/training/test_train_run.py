@@ -16,12 +16,14 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf.rundir import record as run_record
+from mobilenet_tf.rundir.errors import TrainingDivergedError
 from mobilenet_tf.training import trainer
+from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.data import read_labels
 from train_helpers import toy_inputs
+from helpers import REPO, TESTS
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HELPER = os.path.join(REPO, "tests", "train_helpers.py")
+HELPER = os.path.join(TESTS, "train_helpers.py")
 
 TINY = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
             lr_schedule="constant", bn_momentum=0.9, eval_split="val", verbose=0,
@@ -40,7 +42,7 @@ def _tags(logdir):
 def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
-    config = trainer.TrainConfig(epochs=3, ema_decay=0.9, checkpoint_every_steps=5,
+    config = TrainConfig(epochs=3, ema_decay=0.9, checkpoint_every_steps=5,
                                  profile_steps="4,8", **TINY)
     summary = trainer.train_and_evaluate(config, workdir, train, evaluation)
 
@@ -91,7 +93,7 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
     mtime = os.path.getmtime(os.path.join(workdir, "final.keras"))
     capsys.readouterr()
     again = trainer.train_and_evaluate(
-        trainer.TrainConfig(epochs=3, ema_decay=0.9, profile_steps="4,8",
+        TrainConfig(epochs=3, ema_decay=0.9, profile_steps="4,8",
                             **{**TINY, "verbose": 1}), workdir,
         train, evaluation)
     assert "already complete" in capsys.readouterr().out
@@ -104,9 +106,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
     train.nan_after_batches = 5  # step 6 (1-based) gets NaN images
-    config = trainer.TrainConfig(epochs=2, steps_per_epoch=8, checkpoint_every_steps=2,
+    config = TrainConfig(epochs=2, steps_per_epoch=8, checkpoint_every_steps=2,
                                  log_images=False, **{**TINY, "steps_per_loop": 1})
-    with pytest.raises(trainer.TrainingDivergedError, match="NaN") as err:
+    with pytest.raises(TrainingDivergedError, match="NaN") as err:
         trainer.train_and_evaluate(config, workdir, train, evaluation)
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     assert latest.endswith("ckpt-4")
@@ -191,12 +193,12 @@ def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, mo
     evaluation, metrics row, best model); re-running must do that end, then finish."""
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
-    config = trainer.TrainConfig(epochs=1.5, checkpoint_every_steps=4, **TINY)
+    config = TrainConfig(epochs=1.5, checkpoint_every_steps=4, **TINY)
     real_end = trainer.Trainer._end_of_epoch
 
     def crash_at_epoch_2(self, epoch, *args):
         if epoch == 2:
-            self.store.save(int(self.global_step.numpy()))
+            self.state.store.save(int(self.state.global_step.numpy()))
             raise KeyboardInterrupt("simulated crash after the last step")
         return real_end(self, epoch, *args)
 

@@ -2,8 +2,10 @@
 classifier (mobilenet_tf.training.classifier_init) for several sharpening powers, with the
 affinity taken from the trainer's own sample (training crops) or from whole photos.
 
-  python experiments/source_start.py --data=/tmp/ft/n100 \\
-      --weights=../shared/data/pretrained/mobilenet_v1_0.75_192_imagenet.weights.h5
+  python -m mobilenet_tf.tools.source_start --data=DIR --weights=W
+
+DIR holds train/<class>/ and validation/<class>/ folders (the 100/class split of
+docs/results.md); W is a pretrained .weights.h5 file with its ImageNet classifier.
 """
 
 import argparse

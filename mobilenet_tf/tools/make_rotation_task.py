@@ -1,13 +1,13 @@
 """A task whose classes ImageNet does not name: which way a photo was turned.
 
-Each photo of a PATH/<split>/<class>/ folder (the 100/class Imagenette split of
+Each photo of a SOURCE/<split>/<class>/ folder (the 100/class Imagenette split of
 docs/results.md) is rotated by a seeded random choice of 0, 90, 180 or 270 degrees and
 saved under OUT/<split>/rot<degrees>/. Train on it with --noflip (a horizontal flip turns
 a 90-degree photo into a 270-degree one):
 
-  python experiments/make_rotation_task.py /tmp/ft/n100 /tmp/rot/data
+  python -m mobilenet_tf.tools.make_rotation_task SOURCE OUT
   python -m mobilenet_tf.train --flagfile=experiments/finetune.cfg \\
-      --dataset=folder:/tmp/rot/data --initial_weights=W --noflip --workdir=runs/rot
+      --dataset=folder:OUT --initial_weights=W --noflip --workdir=runs/rot
 """
 
 import os

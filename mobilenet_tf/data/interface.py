@@ -1,0 +1,47 @@
+"""The input interface: what ``build_input`` returns and the trainer consumes.
+
+The trainer takes its train and eval inputs as objects (``Trainer(config, workdir,
+train_input, eval_input)``), so tests can hand it small in-memory inputs instead of
+building a tf.data pipeline from files. These protocols name what such an object must
+offer; :class:`mobilenet_tf.data.pipeline.InputPipeline` is the real implementation.
+
+The module imports no TensorFlow, so a command line can name the types before it loads
+TensorFlow; the TensorFlow types appear only in annotations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+class BadImageTally(Protocol):
+    """The images an input skipped because they could not be decoded."""
+
+    @property
+    def count(self) -> int:
+        """How many distinct bad images were skipped so far."""
+
+    @property
+    def examples(self) -> Sequence[str]:
+        """The names of the first few, for the end-of-run report."""
+
+
+@runtime_checkable
+class Input(Protocol):
+    """One split's examples, ready to be distributed over replicas.
+
+    The members are plain attributes, not properties, so a dataclass can subclass the
+    protocol and declare them as fields.
+    """
+
+    class_names: list[str]  # in label order: label i is class_names[i]
+    num_examples: int  # examples in one pass; the trainer derives steps per epoch from it
+    bad_images: BadImageTally  # filled while the datasets are iterated
+
+    def input_fn(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """One input pipeline's dataset of per-replica batches, for
+        ``strategy.distribute_datasets_from_function``: training inputs repeat and yield
+        one-hot float32 labels, eval inputs make one pass with int32 labels."""
