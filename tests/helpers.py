@@ -84,3 +84,20 @@ def randomize_weights(model, seed: int) -> None:
     model.set_weights([(rng.uniform(0.5, 1.5, w.shape) if "variance" in v.path else
                         rng.normal(0.0, 0.1, w.shape)).astype("float32")
                        for v, w in zip(model.weights, model.get_weights())])
+
+
+def tiny_classifier_tflite(folder) -> bytes:
+    """A real (tiny, untrained, seeded) 3-class image classifier on 16x16 inputs, converted
+    by the TFLite converter through a SavedModel written under ``folder``."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = os.path.join(str(folder), "sm")
+    model.export(path, format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    return tf.lite.TFLiteConverter.from_saved_model(path).convert()

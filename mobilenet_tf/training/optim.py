@@ -124,6 +124,11 @@ class WeightAverage(tf.Module):
         self.shadows = [tf.Variable(tf.identity(_value(w)), trainable=False,
                                     name=f"ema_{i}") for i, w in enumerate(self._weights)]
 
+    @property
+    def model_weights(self) -> list:
+        """The model variables being averaged, in the order of ``shadows``."""
+        return self._weights
+
     def update(self, step):
         step = tf.cast(step, tf.float32)
         decay = tf.minimum(self.decay, (1.0 + step) / (10.0 + step))
@@ -148,13 +153,13 @@ class _Swap:
         self.ema = ema
 
     def __enter__(self):
-        self.saved = [w.numpy() for w in self.ema._weights]
-        for s, w in zip(self.ema.shadows, self.ema._weights):
+        self.saved = [w.numpy() for w in self.ema.model_weights]
+        for s, w in zip(self.ema.shadows, self.ema.model_weights):
             w.assign(s.numpy())
         return self
 
     def __exit__(self, *exc):
-        for value, w in zip(self.saved, self.ema._weights):
+        for value, w in zip(self.saved, self.ema.model_weights):
             w.assign(value)
         return False
 

@@ -41,8 +41,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, train_input=None, eval
     returns the summary dict (also written to summary.json).
 
     ``train_input`` / ``eval_input`` default to ``setup.build_inputs(config)``; tests and
-    benchmarks may pass any object with ``class_names``, ``num_examples`` and
-    ``input_fn(input_context) -> tf.data.Dataset`` as ``data.build_input`` returns.
+    benchmarks may pass any ``data.interface.Input`` (what ``data.build_input`` returns).
     Raises a ``RunError`` (its ``exit_code`` is the command line's) when the run stops,
     and ValueError for an invalid config (the one validation of a run).
     """
@@ -144,12 +143,12 @@ class Trainer:
             # last epoch may be partial (fractional --epochs).
             ended = setup.num_epochs if step >= setup.total_steps else step // setup.spe
             if step and ended > int(state.evaluated_epoch.numpy()):
-                self._end_of_epoch(ended, None, None)
+                self.end_of_epoch(ended, None, None)
             while step < setup.total_steps:
                 self._log_images(step)
                 train_metrics, ips = self._train_epoch(iterator, step, stop)
                 step = int(state.global_step.numpy())
-                self._end_of_epoch(-(-step // setup.spe), train_metrics, ips)
+                self.end_of_epoch(-(-step // setup.spe), train_metrics, ips)
         finally:
             stop.restore()
             self.profiler.close()
@@ -224,7 +223,7 @@ class Trainer:
             self.setup.console.progress(epoch + 1, step - epoch * spe, epoch_end - epoch * spe,
                                         {"loss": mean["loss"], "top1": mean["top1"], "lr": lr})
             if step % cfg.checkpoint_every_steps == 0 and step != epoch_end:
-                self._save(step)
+                self.save_checkpoint(step)
             if stop.flag:
                 raise self._preempted(step)
         self.throughput = [self.throughput[0] + seconds, self.throughput[1] + images]
@@ -252,7 +251,9 @@ class Trainer:
             self.graph.stop(step)
         return out, dt
 
-    def _save(self, step):
+    def save_checkpoint(self, step):
+        """Checkpoints the state at ``step`` (with the run's wall time so far); returns
+        the checkpoint's path. Tests override this and ``end_of_epoch`` to inject faults."""
         self.state.wall_seconds.assign(self.clock[1] + time.time() - self.clock[0])
         return self.state.store.save(step)
 
@@ -263,7 +264,7 @@ class Trainer:
         if isinstance(self.setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             saved = f"the latest checkpoint is {self.state.store.latest_path}"
         else:
-            self._save(step)
+            self.save_checkpoint(step)
             saved = f"saved a checkpoint at step {step} in {self.setup.files.checkpoints}"
         return Preempted(f"SIGTERM received: {saved}; run the same command to resume.")
 
@@ -305,7 +306,7 @@ class Trainer:
             sums, confusion = self.evaluate_fn(self.dist_eval)
         return {**train_steps.mean_metrics(sums), "confusion": confusion.numpy()}
 
-    def _end_of_epoch(self, epoch, train_metrics, images_per_second):
+    def end_of_epoch(self, epoch, train_metrics, images_per_second):
         """Evaluates, saves best.keras, checkpoints (with this epoch's metrics row inside)
         and rewrites metrics.csv from the checkpointed rows."""
         setup, state = self.setup, self.state
@@ -336,7 +337,7 @@ class Trainer:
         if ev is not None:
             row.update(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"])
         state.metrics_history.append(row)
-        self._save(step)
+        self.save_checkpoint(step)
         setup.write_metrics_csv(state.metrics_history)
         setup.console.epoch_end(row)
 

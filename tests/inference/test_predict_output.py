@@ -12,7 +12,7 @@ import pytest
 
 from mobilenet_tf.inference import prediction
 from mobilenet_tf.data import labels as labels_lib
-from helpers import REPO
+from helpers import REPO, tiny_classifier_tflite
 
 SYNSETS = ["n01440764", "n01443537", "n03710721"]
 NAMES = ["tench", "goldfish", "tank suit"]
@@ -63,20 +63,10 @@ def test_json_line():
 @pytest.fixture(scope="module")
 def synset_tflite(tmp_path_factory) -> str:
     """A tiny real .tflite classifier over three ImageNet synsets, with our metadata."""
-    import keras
-    import tensorflow as tf
-
     from mobilenet_tf.serving import tflite_metadata as writer
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     folder = tmp_path_factory.mktemp("synset_model")
-    model.export(str(folder / "sm"), format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
-    flat = tf.lite.TFLiteConverter.from_saved_model(str(folder / "sm")).convert()
+    flat = tiny_classifier_tflite(folder)
     path = folder / "tiny.tflite"
     path.write_bytes(writer.add_image_classifier_metadata(
         flat, labels=SYNSETS, mean=[127.5] * 3, std=[127.5] * 3, name="tiny",

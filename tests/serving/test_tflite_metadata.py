@@ -8,6 +8,7 @@ import pytest
 
 from mobilenet_tf.inference import tflite_metadata as reader
 from mobilenet_tf.serving import tflite_metadata as writer
+from helpers import tiny_classifier_tflite
 
 LABELS = ["cat", "dog", "bird with spaces"]
 
@@ -15,18 +16,7 @@ LABELS = ["cat", "dog", "bird with spaces"]
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory) -> bytes:
     """A real (tiny, untrained) image classifier converted by the TFLite converter."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-    path = str(tmp_path_factory.mktemp("tiny") / "sm")
-    model.export(path, format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
-    return tf.lite.TFLiteConverter.from_saved_model(path).convert()
+    return tiny_classifier_tflite(tmp_path_factory.mktemp("tiny"))
 
 
 def _run(model_bytes, x):

@@ -125,7 +125,7 @@ def test_trainer_starts_from_the_mapped_classifier_once_and_records_it(weights_f
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.abs(got[0]).max() > 0  # not the zero start
     ema = run.state.task.ema
-    shadows = {id(w): s for w, s in zip(ema._weights, ema.shadows)}
+    shadows = {id(w): s for w, s in zip(ema.model_weights, ema.shadows)}
     np.testing.assert_array_equal(shadows[id(run.model.get_layer("conv_preds").kernel)],
                                   got[0])
     recorded = json.load(open(run_record.RunFiles(str(tmp_path / "run")).config))

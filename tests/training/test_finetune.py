@@ -41,14 +41,14 @@ def weights_file(tmp_path_factory):
 class Snapshots(trainer.Trainer):
     """Records every layer's weights at each epoch end (a test hook)."""
 
-    def _end_of_epoch(self, epoch, train_metrics, images_per_second):
+    def end_of_epoch(self, epoch, train_metrics, images_per_second):
         self.snapshots = getattr(self, "snapshots", {})
         self.snapshots[epoch] = {(layer.name, i): np.array(w) for layer in self.model.layers
                                  for i, w in enumerate(layer.weights)}
         self.rates = getattr(self, "rates", {})
         task = self.state.task
         self.rates[epoch] = (task.learning_rate(), task.backbone_learning_rate())
-        super()._end_of_epoch(epoch, train_metrics, images_per_second)
+        super().end_of_epoch(epoch, train_metrics, images_per_second)
 
 
 def _run(workdir, **overrides):

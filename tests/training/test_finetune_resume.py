@@ -46,8 +46,8 @@ RunSetup.classifier_from_source = classifier_from_source
 
 
 class Killed(trainer.Trainer):
-    def _save(self, step):
-        path = super()._save(step)
+    def save_checkpoint(self, step):
+        path = super().save_checkpoint(step)
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         return path

@@ -194,7 +194,7 @@ def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, mo
     workdir = str(tmp_path / "run")
     train, evaluation = toy_inputs(batch_size=16)
     config = TrainConfig(epochs=1.5, checkpoint_every_steps=4, **TINY)
-    real_end = trainer.Trainer._end_of_epoch
+    real_end = trainer.Trainer.end_of_epoch
 
     def crash_at_epoch_2(self, epoch, *args):
         if epoch == 2:
@@ -202,13 +202,13 @@ def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, mo
             raise KeyboardInterrupt("simulated crash after the last step")
         return real_end(self, epoch, *args)
 
-    monkeypatch.setattr(trainer.Trainer, "_end_of_epoch", crash_at_epoch_2)
+    monkeypatch.setattr(trainer.Trainer, "end_of_epoch", crash_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, workdir, train, evaluation)
     with open(os.path.join(workdir, "metrics.csv")) as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1]
 
-    monkeypatch.setattr(trainer.Trainer, "_end_of_epoch", real_end)
+    monkeypatch.setattr(trainer.Trainer, "end_of_epoch", real_end)
     summary = trainer.train_and_evaluate(config, workdir, train, evaluation)
     with open(os.path.join(workdir, "metrics.csv")) as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
