@@ -11,15 +11,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf.data.interface import BadImageTally, Input
-
-
-@dataclasses.dataclass
-class NoBadImages(BadImageTally):
-    """An in-memory input has no undecodable images: the tally stays empty."""
-
-    count: int = 0
-    examples: tuple = ()
+from mobilenet_tf.data.interface import Input, NoBadImages
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mobilenet_tf.data.interface import Input, NoBadImages
 from mobilenet_tf.training import trainer
 from mobilenet_tf.training.config import TrainConfig
 
@@ -43,14 +44,14 @@ class Setting:
 
 
 @dataclasses.dataclass
-class InMemoryInput:
-    """Random normalized images with one-hot labels, the build_input interface."""
+class InMemoryInput(Input):
+    """Random normalized images with one-hot labels (a ``data.interface.Input``)."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list
     global_batch_size: int
-    bad_images: object = None
+    bad_images: NoBadImages = dataclasses.field(default_factory=NoBadImages)
 
     @property
     def num_examples(self):

@@ -11,6 +11,7 @@ TensorFlow; the TensorFlow types appear only in annotations.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
@@ -27,6 +28,14 @@ class BadImageTally(Protocol):
     @property
     def examples(self) -> Sequence[str]:
         """The names of the first few, for the end-of-run report."""
+
+
+@dataclasses.dataclass
+class NoBadImages(BadImageTally):
+    """The tally of an input that decodes no files (arrays in memory): always empty."""
+
+    count: int = 0
+    examples: tuple = ()
 
 
 @runtime_checkable
