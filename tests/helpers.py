@@ -101,3 +101,34 @@ def tiny_classifier_tflite(folder) -> bytes:
     model.export(path, format="tf_saved_model", verbose=False,
                  input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
     return tf.lite.TFLiteConverter.from_saved_model(path).convert()
+
+
+# ----------------------------------------------------------------------------- permissions
+# Root ignores file modes. A command started through ``setpriv`` without the capabilities
+# that bypass them (``unprivileged``) sees a chmod 000 file as a user does.
+_NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` prefixed so that file permissions apply to it (as root: without the
+    capabilities that bypass them; as another user: unchanged)."""
+    return [*_NO_DAC, *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+def permissions_enforced(tmp_dir: str) -> bool:
+    """Whether ``unprivileged`` commands are refused a chmod 000 file (False where setpriv
+    is missing or not permitted, e.g. in a container without CAP_SETPCAP: skip then)."""
+    import subprocess
+
+    probe = os.path.join(tmp_dir, ".permission_probe")
+    with open(probe, "w") as f:
+        f.write("x")
+    os.chmod(probe, 0)
+    try:
+        done = subprocess.run(unprivileged(["cat", probe]), capture_output=True)
+    except OSError:
+        return False
+    finally:
+        os.chmod(probe, 0o644)
+        os.remove(probe)
+    return done.returncode != 0
