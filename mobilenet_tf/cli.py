@@ -52,7 +52,7 @@ from mobilenet_tf.options import TOPICS
 FLAGS = flags.FLAGS
 EXIT_USAGE = 1
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
-_GENERAL = ("flagfile", "verbosity", "help", "helpfull")
+_GENERAL = ("flagfile", "verbosity", "debug", "help", "helpfull")
 _WIDTH = 88
 
 _group_of: dict[str, str] = {}  # flag name -> topic, for the flags of this program
@@ -64,6 +64,8 @@ quiet = user_tf_log_level is None
 
 flags.DEFINE_bool("help", False, "Show this help: the flags of this command, by topic.",
                   short_name="h")
+flags.DEFINE_bool("debug", False, "On a failure, print the Python traceback before the "
+                  "one-line message (exit statuses: docs/training.md, \"Exit status\").")
 flags.DEFINE_bool("helpfull", False, "Show this help and the flags of the libraries "
                   "(absl) after it.")
 FLAGS["verbosity"].help = (
@@ -223,13 +225,32 @@ def configure_logging() -> None:
 
 def run(main, doc: str = "", argv=None) -> None:
     """Parses the flags, then calls ``main(args)``; a ``UsageError`` from it becomes the
-    short usage message. Exits with ``main``'s return value."""
+    short usage message, any other exception its one line and exit status
+    (``failures.describe``). Exits with ``main``'s return value."""
     args = parse(sys.argv if argv is None else argv, doc)
     try:
         status = main(args)
     except UsageError as err:
         usage_exit(str(err))
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as err:  # noqa: BLE001 - every failure gets its one line
+        fail(err)
     sys.exit(status or 0)
+
+
+def fail(err: BaseException) -> None:
+    """Prints ``err`` as one ``error:`` line (its traceback first with --debug) and exits
+    with its status (``failures.describe``)."""
+    import traceback
+
+    from mobilenet_tf import failures
+
+    message, status = failures.describe(err)
+    if FLAGS.is_parsed() and FLAGS.debug:
+        traceback.print_exception(err)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 @contextlib.contextmanager

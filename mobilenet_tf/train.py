@@ -14,13 +14,11 @@ does nothing. Examples:
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from absl import flags
 
 from mobilenet_tf import cli
 from mobilenet_tf.data.config import DataConfig
-from mobilenet_tf.rundir.errors import RunError
 from mobilenet_tf.training import config as train_config
 
 FLAGS = flags.FLAGS
@@ -55,11 +53,8 @@ def main(argv):
         raise cli.UsageError(str(err)) from err
     cli.check_dataset(config.data.dataset)
     trainer = cli.load("mobilenet_tf.training.trainer")  # TensorFlow: only once the flags are valid
-    try:
+    try:  # a RunError's exit status is its reason's (cli.run, docs/training.md)
         trainer.train_and_evaluate(config, FLAGS.workdir)
-    except RunError as err:  # exit status per reason: docs/training.md
-        print(f"\n{type(err).__name__}: {err}", file=sys.stderr, flush=True)
-        sys.exit(err.exit_code)
     except ValueError as err:  # bad data path, batch vs replicas, ...
         raise cli.UsageError(str(err)) from err
 

@@ -23,6 +23,13 @@ class Preempted(RunError):
     exit_code = 4
 
 
+class Interrupted(Preempted):
+    """Ctrl-C (SIGINT) arrived; a checkpoint was written and the same command resumes.
+    128 + SIGINT, the status a shell gives a command stopped by Ctrl-C."""
+
+    exit_code = 130
+
+
 class RunLocked(RunError):
     """Another trainer holds the run directory's lock."""
 

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
@@ -28,6 +27,7 @@ import shutil
 import tensorflow as tf
 
 from mobilenet_tf import fileio
+from mobilenet_tf.failures import first_line
 from mobilenet_tf.rundir.errors import OutputWriteError, ResumeRefused
 
 PREFIX = "ckpt"
@@ -63,21 +63,6 @@ def verify(prefix: str) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - DataLoss, OutOfRange, IndexError, ...
         raise Unreadable(f"{type(err).__name__}: {first_line(err)}") from err
-
-
-def first_line(err) -> str:
-    """The first line of an error's message, without TensorFlow's ``{{function_node
-    ...}}`` prefix."""
-    text = str(getattr(err, "message", None) or err).strip()
-    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
-    return text.splitlines()[0] if text else repr(err)
-
-
-def is_disk_full(err: BaseException) -> bool:
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err)
-    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 class CheckpointStore:

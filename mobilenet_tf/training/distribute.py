@@ -1,5 +1,5 @@
 """Choosing the tf.distribute strategy, who writes files in a multi-worker run, and the
-SIGTERM that preempts a worker (``SigtermFlag``).
+SIGTERM that preempts a worker or a Ctrl-C (``StopFlag``).
 
 Multi-worker start-up is bounded (``mobilenet_tf.training.cluster_startup``): the peers in
 ``TF_CONFIG`` must answer within ``startup_timeout`` seconds, else the worker exits naming
@@ -123,20 +123,35 @@ def clean_stale_scratch(parent: str) -> list[str]:
     return removed
 
 
-class SigtermFlag:
-    """Turns SIGTERM (how a preempted machine is told to stop) into a flag the training
-    loop checks between calls (main thread only)."""
+class StopFlag:
+    """Turns SIGTERM (how a preempted machine is told to stop) and a first Ctrl-C
+    (SIGINT) into a flag the training loop checks between calls, so that it saves a
+    checkpoint and stops (main thread only). ``signal`` is the name of the one that came.
+    A second Ctrl-C ends the process at once: after the first, SIGINT is back at its
+    default action, which needs no Python code to run (a handler would wait for the
+    running TensorFlow call to return)."""
 
     def __init__(self):
-        self.flag = False
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self.previous = None
+        self.signal = None
+        self.previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    @property
+    def flag(self) -> bool:
+        return self.signal is not None
 
     def _handle(self, signum, frame):
-        self.flag = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # os.write: a print here could re-enter a print the loop was in.
+            os.write(2, b"\nCtrl-C: stopping after the current steps with a checkpoint; "
+                        b"press Ctrl-C again to stop at once without one.\n")
+        self.signal = self.signal or signal.Signals(signum).name
 
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)

@@ -24,12 +24,13 @@ import time
 import keras
 import tensorflow as tf
 
+from mobilenet_tf import failures
 from mobilenet_tf.model.costs import profile_model
 from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.rundir.errors import (OutputWriteError, Preempted, TrainingDivergedError,
-                                        writing)
+from mobilenet_tf.rundir.errors import (Interrupted, OutputWriteError, Preempted,
+                                        TrainingDivergedError, writing)
 from mobilenet_tf.rundir.lock import RunLock
-from mobilenet_tf.training import (checkpointing, distribute, finetune, reporting,
+from mobilenet_tf.training import (distribute, finetune, reporting,
                                    steps as train_steps, task as train_task,
                                    tensorboard_logging as tb)
 from mobilenet_tf.training.config import TrainConfig
@@ -106,11 +107,11 @@ class Trainer:
                 tb.end_session(self.writers.logdir, "failure")
             raise
         except (OSError, tf.errors.OpError) as err:
-            if checkpointing.is_disk_full(err):
+            if failures.is_disk_full(err):
                 where = getattr(err, "filename", None) or setup.files.workdir
                 raise OutputWriteError(
                     f"No space left on the device of {where} "
-                    f"({checkpointing.first_line(err)}); free some space and run the same "
+                    f"({failures.first_line(err)}); free some space and run the same "
                     "command to resume from the last checkpoint.") from err
             raise
         finally:
@@ -137,7 +138,7 @@ class Trainer:
                                  setup.console.warn)
         self.profiler = tb.Profiler(self.writers, self.config.parsed_profile_steps())
         self.graph = tb.GraphTrace(self.writers)
-        stop = distribute.SigtermFlag()
+        stop = distribute.StopFlag()
         try:
             # An epoch whose last step ran but whose end (eval, checkpoint) did not; the
             # last epoch may be partial (fractional --epochs).
@@ -225,7 +226,7 @@ class Trainer:
             if step % cfg.checkpoint_every_steps == 0 and step != epoch_end:
                 self.save_checkpoint(step)
             if stop.flag:
-                raise self._preempted(step)
+                raise self._preempted(step, stop.signal)
         self.throughput = [self.throughput[0] + seconds, self.throughput[1] + images]
         return train_steps.mean_metrics(totals), (images / seconds if seconds else None)
 
@@ -257,8 +258,8 @@ class Trainer:
         self.state.wall_seconds.assign(self.clock[1] + time.time() - self.clock[0])
         return self.state.store.save(step)
 
-    def _preempted(self, step):
-        """SIGTERM: checkpoint now, except in a multi-worker cluster, where saving is a
+    def _preempted(self, step, signal_name):
+        """SIGTERM or Ctrl-C: checkpoint now, except in a multi-worker cluster, where saving is a
         collective that the other workers (not signalled) would not join; there the
         run resumes from the last periodic checkpoint."""
         if isinstance(self.setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -266,6 +267,8 @@ class Trainer:
         else:
             self.save_checkpoint(step)
             saved = f"saved a checkpoint at step {step} in {self.setup.files.checkpoints}"
+        if signal_name == "SIGINT":
+            return Interrupted(f"Ctrl-C: {saved}; run the same command to resume.")
         return Preempted(f"SIGTERM received: {saved}; run the same command to resume.")
 
     def _diverged(self, step, out):

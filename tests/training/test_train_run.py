@@ -188,6 +188,35 @@ def test_resume_after_sigterm_and_sigkill_ends_with_same_steps(tmp_path):
     assert iterations and int(reader.get_tensor(iterations[0])) == 40
 
 
+def test_ctrl_c_saves_a_checkpoint_and_a_second_one_stops_at_once(tmp_path):
+    """Ctrl-C (SIGINT) is treated like SIGTERM: a checkpoint where the run is, one line,
+    exit status 130, no traceback. A second Ctrl-C ends the process at once."""
+    config = dict(TINY, epochs=5, steps_per_epoch=8, steps_per_loop=1,
+                  checkpoint_every_steps=3, optimizer="rmsprop", verbose=2)
+    workdir = str(tmp_path / "interrupted")
+    ckpt = os.path.join(workdir, "checkpoints", "ckpt-{}.index")
+    proc = _helper(workdir, config)
+    _wait_for(ckpt.format(3), proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Ctrl-C: saved a checkpoint at step" in out and "Traceback" not in out, out[-3000:]
+    assert "press Ctrl-C again" in out
+    assert 3 <= _checkpoint_step(workdir) < 40
+
+    proc = _helper(workdir, config)  # resumes; two Ctrl-C in a row
+    _wait_for(ckpt.format((_checkpoint_step(workdir) // 3 + 1) * 3), proc)
+    proc.send_signal(signal.SIGINT)
+    seen = []
+    while not seen or "press Ctrl-C again" not in seen[-1]:  # the first one was handled
+        seen.append(proc.stdout.readline())
+        assert seen[-1], "".join(seen)[-3000:]
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGINT, out[-3000:]  # the default action: at once
+    assert "Traceback" not in out, out[-3000:]
+
+
 def test_resume_finishes_a_partial_last_epoch_whose_end_did_not_run(tmp_path, monkeypatch):
     """--epochs=1.5: the run dies after the last step but before the end of epoch 2 (its
     evaluation, metrics row, best model); re-running must do that end, then finish."""
