@@ -364,3 +364,24 @@ def check_dataset(spec: str, flag: str = "--dataset") -> None:
     if (parsed.kind == "tfrecord" and SPLIT_PLACEHOLDER not in parsed.path
             and not os.path.isdir(parsed.path) and not glob.glob(parsed.path)):
         raise UsageError(f"{flag}={spec}: no files match {parsed.path}")
+
+
+def check_output_dir(path: str, flag: str = "--workdir") -> None:
+    """Refuses, before anything is written, an output folder that cannot be one: a file,
+    a path under a file (UsageError), or one this user may not create or write in
+    (``OutputWriteError``, exit status 7)."""
+    from mobilenet_tf.rundir.errors import OutputWriteError
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag}={path} is a file; give a folder (a new one, or a run to "
+                         "resume)")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag}={path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write in it" if existing == os.path.abspath(path) else f"create it in {existing}"
+        raise OutputWriteError(f"{flag}={path}: this user may not {what} (permission "
+                               f"denied); fix the permissions or choose another {flag}.")
+

@@ -10,6 +10,7 @@ importing it).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 # The topics of --help, in order: the training topics, the export's, then the flags that
 # every command has.
@@ -34,3 +35,13 @@ def require_valid(config, ok, flag: str, rule: str) -> None:
     """``require`` with the usual message, ``--FLAG=VALUE is not valid: RULE``."""
     if not ok:
         raise ValueError(f"--{flag}={getattr(config, flag)!r} is not valid: {rule}")
+
+
+def require_finite(config) -> None:
+    """Every float option of ``config`` is a finite number (absl's float flags take
+    ``inf`` and ``nan``, which no option means)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{field.name}={value} is not valid: it must be a finite "
+                             "number")

@@ -52,6 +52,7 @@ def main(argv):
     except ValueError as err:
         raise cli.UsageError(str(err)) from err
     cli.check_dataset(config.data.dataset)
+    cli.check_output_dir(FLAGS.workdir)
     trainer = cli.load("mobilenet_tf.training.trainer")  # TensorFlow: only once the flags are valid
     try:  # a RunError's exit status is its reason's (cli.run, docs/training.md)
         trainer.train_and_evaluate(config, FLAGS.workdir)

@@ -73,6 +73,21 @@ def blocks_for(variant: str) -> tuple[Block, ...]:
     return BLOCKS
 
 
+def activation_values(alpha: float, resolution: int, variant: str = "mobilenet") -> int:
+    """How many values the layer outputs of one image hold (the stem's, then each block's
+    depthwise and pointwise outputs at the ``round(alpha * filters)`` widths the builder
+    uses): a lower bound on what training keeps for the backward pass."""
+    size = -(-resolution // STEM_STRIDE)
+    channels = max(1, round(alpha * STEM_FILTERS))
+    total = size * size * channels
+    for block in blocks_for(variant):
+        size = -(-size // block.stride)
+        total += size * size * channels  # the depthwise output
+        channels = max(1, round(alpha * block.filters))
+        total += size * size * channels
+    return total
+
+
 def check_choice(arg, value, allowed):
     if value not in allowed:
         raise ValueError(f"{arg}={value!r} is not valid; allowed values: {list(allowed)}")

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 
 from mobilenet_tf.rundir import record as run_record
-from mobilenet_tf.options import option as _field, require, require_valid
+from mobilenet_tf.options import option as _field, require, require_valid, require_finite
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # "none" = float32
@@ -63,6 +63,7 @@ class ExportConfig:
     def validate(self):
         """Raises ValueError naming the first invalid option (as its flag)."""
         need = functools.partial(require_valid, self)
+        require_finite(self)
         require(self.workdir, "--workdir is required: the run directory to export")
         for name, values, valid in (("formats", self.formats, FORMATS),
                                     ("quantize", self.quantize, QUANTIZATIONS)):

@@ -14,7 +14,7 @@ from typing import Any
 
 from mobilenet_tf.model.architecture import (BLOCKS, MIN_RESOLUTION, MODEL_OPTIONS,
                                              VARIANTS, option_rule)
-from mobilenet_tf.options import option as _field, require_valid
+from mobilenet_tf.options import option as _field, require_valid, require_finite
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 CLASSIFIER_INITS = ("zeros", "source")
@@ -124,6 +124,7 @@ class TrainConfig:
         """Raises ValueError naming the first invalid option. Called once per way in: by
         the command line (before TensorFlow is imported) and by ``train_and_evaluate``."""
         need = functools.partial(require_valid, self)
+        require_finite(self)
         for flag in MODEL_OPTIONS:  # the builder's rules (alpha, variant, ...)
             rule = option_rule(flag, getattr(self, flag))
             need(rule is None, flag, rule)

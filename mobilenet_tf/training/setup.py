@@ -23,6 +23,7 @@ from mobilenet_tf import fileio
 from mobilenet_tf.training import (checkpointing, classifier_init, distribute, reporting,
                                    task as train_task, tensorboard_logging as tb)
 from mobilenet_tf.rundir import record as run_record
+from mobilenet_tf.model.architecture import activation_values
 from mobilenet_tf.model.builder import CLASSIFIER_LAYER
 from mobilenet_tf.rundir.errors import ResumeRefused, writing
 from mobilenet_tf.rundir.record import RunFiles
@@ -84,6 +85,26 @@ class RunState:
         self.scratch_dir = None if setup.chief else ckpt_dir
 
 
+# float32 bytes kept per layer output for the backward pass: the convolution's, batch
+# norm's and ReLU's outputs (a lower bound: gradients and workspace come on top).
+_BYTES_PER_VALUE = 3 * 4
+
+
+def check_memory(config: TrainConfig, replicas: int) -> None:
+    """ValueError for a --resolution and --batch_size whose activations alone exceed this
+    machine's memory: refused at once, instead of an out-of-memory failure minutes later
+    with a half-written run directory."""
+    values = activation_values(config.alpha, config.resolution, config.variant)
+    need = values * _BYTES_PER_VALUE * (config.batch_size // replicas)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ValueError(
+            f"--resolution={config.resolution} with --batch_size={config.batch_size} is "
+            f"not valid here: training would need over {need / 2**30:,.0f} GiB for the "
+            f"layer outputs alone, and this machine has {have / 2**30:,.0f} GiB; lower "
+            "--resolution or --batch_size.")
+
+
 class RunSetup:
     """A run before its first step: the config, run files, strategy, inputs, schedule
     (``spe`` steps per epoch), console and the record this command would write."""
@@ -97,6 +118,7 @@ class RunSetup:
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size} is not valid: it must be "
                              f"divisible by the number of replicas ({replicas})")
+        check_memory(config, replicas)
         self.chief = distribute.is_chief(self.strategy)
         keras.utils.set_random_seed(config.seed)
         if train_input is None:

@@ -10,6 +10,7 @@ import pytest
 
 from mobilenet_tf import train
 from mobilenet_tf.training.config import flags_text
+import helpers
 from helpers import REPO
 
 QUICKSTART = os.path.join(REPO, "experiments", "quickstart.cfg")
@@ -51,6 +52,10 @@ def test_quickstart_flags_build_the_config():
     (["--profile_steps=9,3"], "--profile_steps"),
     (["--initial_weights=/no/such/file.keras"], "--initial_weights"),
     (["--min_area=0"], "--min_area"),  # a data option, checked by DataConfig
+    (["--epochs=inf"], "--epochs"),
+    (["--learning_rate=inf"], "--learning_rate"),
+    (["--learning_rate=nan"], "--learning_rate"),
+    (["--max_area=nan"], "--max_area"),
 ])
 def test_invalid_flag_is_named(argv, flag):
     with pytest.raises(ValueError, match=flag):
@@ -66,6 +71,57 @@ def test_cli_rejects_bad_flag_before_training(tmp_path):
     assert proc.returncode != 0
     assert "--optimizer='adamax'" in proc.stderr and "rmsprop" in proc.stderr
     assert not workdir.exists()
+
+
+def _tree(root):
+    """{relative path: (mode, bytes)} of everything under ``root``: what a refused
+    command must leave unchanged."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            content = None
+            if os.path.isfile(path) and os.stat(path).st_mode & 0o444:
+                with open(path, "rb") as f:
+                    content = f.read()
+            state[os.path.relpath(path, root)] = (os.stat(path).st_mode, content)
+    return state
+
+
+def _train_quickstart(workdir, *argv, unprivileged=False):
+    cmd = [sys.executable, "-m", "mobilenet_tf.train", f"--flagfile={QUICKSTART}",
+           f"--workdir={workdir}", *argv]
+    return subprocess.run(helpers.unprivileged(cmd) if unprivileged else cmd, cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("make, workdir, status", [
+    (lambda root: open(os.path.join(root, "file"), "w").close(), "file", 1),
+    (lambda root: open(os.path.join(root, "file"), "w").close(), "file/run", 1),
+    (lambda root: os.mkdir(os.path.join(root, "ro"), 0o555), "ro/run", 7),
+    (lambda root: os.mkdir(os.path.join(root, "ro"), 0o555), "ro", 7),
+])
+def test_a_workdir_that_cannot_be_one_is_refused_before_anything_is_written(
+        tmp_path, make, workdir, status):
+    if not helpers.permissions_enforced(str(tmp_path)):
+        pytest.skip("file permissions are not enforced for this user here")
+    make(str(tmp_path))
+    before = _tree(tmp_path)
+    proc = _train_quickstart(tmp_path / workdir, unprivileged=True)
+    assert proc.returncode == status, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: ") and "Traceback" not in proc.stderr
+    assert f"--workdir={tmp_path / workdir}" in proc.stderr.splitlines()[0]
+    assert _tree(tmp_path) == before
+
+
+def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_written(
+        tmp_path):
+    proc = _train_quickstart(tmp_path / "run", "--resolution=100000")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "--resolution=100000" in error[0] and "GiB" in error[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_quickstart_reaches_high_accuracy_and_flags_txt_repeats_it(tmp_path):
