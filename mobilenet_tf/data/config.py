@@ -11,7 +11,7 @@ import dataclasses
 from typing import Optional
 
 from mobilenet_tf.data import synthetic
-from mobilenet_tf.options import option as _field, require
+from mobilenet_tf.options import option as _field, require, require_finite
 from mobilenet_tf.data.specs import (DATASET_FORMS, DEFAULT_HOLDOUT_FRACTION,
                                      parse_dataset_spec)
 
@@ -87,6 +87,7 @@ class DataConfig:
                        "runtime")
 
     def __post_init__(self):
+        require_finite(self)
         self.image_size = _pair(self.image_size, "--image_size")
         require(isinstance(self.dataset, str) and self.dataset.strip(),
                 "--dataset must be one of 'synthetic', 'tfds:NAME[/CONFIG]', "
