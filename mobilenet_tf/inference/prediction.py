@@ -46,26 +46,28 @@ def expand_inputs(inputs) -> list[str]:
 
 
 def read_image(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decoded uint8 HxWx3 RGB image; ValueError naming the file when it cannot be read.
+    """Decoded uint8 HxWx3 RGB image; ValueError naming the file (``display_path``: one
+    line whatever the name holds) when it cannot be read.
     Images above ``max_pixels`` are decoded at reduced scale (baseline JPEG, with a
     warning) or refused before decoding (``preprocessing.decode_image``)."""
     try:
         with open(path, "rb") as f:
             encoded = f.read()
     except OSError as e:
-        raise ValueError(f"{path}: cannot open ({e.strerror or e})") from None
+        raise ValueError(f"{display_path(path)}: cannot open ({e.strerror or e})") from None
     if not encoded:
-        raise ValueError(f"{path}: empty file")
+        raise ValueError(f"{display_path(path)}: empty file")
     try:
         return preprocessing.decode_image(tf.constant(encoded), max_pixels).numpy()
     except (tf.errors.OpError, ValueError) as e:
         message = getattr(e, "message", str(e)).strip()
         refused = re.search(r"image bomb refused[^'\"]*", message)
         if refused:
-            raise ValueError(f"{path}: {refused.group(0)}") from None
+            raise ValueError(f"{display_path(path)}: {one_line(refused.group(0))}") from None
         message = message.splitlines()[0]
         message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message).strip()
-        raise ValueError(f"{path}: not a readable JPEG/PNG/BMP/GIF image ({message})") from None
+        raise ValueError(f"{display_path(path)}: not a readable JPEG/PNG/BMP/GIF image "
+                         f"({message})") from None
 
 
 def predict_paths(classifier: loading.Classifier, paths, top_k: int = 5) -> list[Prediction]:
@@ -89,34 +91,63 @@ def predict_paths(classifier: loading.Classifier, paths, top_k: int = 5) -> list
     return results
 
 
+# What a bare word of a text line must not hold: the separators ", " and ": ", the quote
+# that starts a JSON string; line breaks and other unprintable characters are caught by
+# ``str.isprintable``.
 _NAME_SPECIALS = (",", '"')
-_PATH_SPECIALS = (": ", '"', "\n")
+_PATH_SPECIALS = (",", ": ", '"')
 
 
-def _quoted(text: str, specials: tuple[str, ...]) -> str:
-    """``text``, or its JSON string form when it holds one of ``specials`` (so a reader
-    can always split the line)."""
-    if any(c in text for c in specials) or text != text.strip() or not text:
-        return json.dumps(text, ensure_ascii=False)
+def json_text(value) -> str:
+    """``value`` as JSON on one line, non-ASCII kept readable; a file name that is not
+    UTF-8 (Python's surrogate escapes) is written with ``\\u`` escapes instead, so the
+    line can be printed in any locale and ``json.loads`` gives the name back."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
     return text
 
 
+def _quoted(text: str, specials: tuple[str, ...]) -> str:
+    """``text``, or its JSON string form when it holds one of ``specials``, a line break or
+    another unprintable character, or space at either end (so a reader can always split
+    the line, and each image stays on one line)."""
+    if (any(c in text for c in specials) or not text.isprintable() or text != text.strip()
+            or not text):
+        return json_text(text)
+    return text
+
+
+def display_path(path: str) -> str:
+    """``path`` as the text output writes it: as it is, or as a JSON string when it holds
+    ``,``, ``: ``, a quote, a line break or another unprintable character."""
+    return _quoted(path, _PATH_SPECIALS)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks replaced by spaces (each output item is one line)."""
+    return " ".join(text.splitlines())
+
+
 def format_prediction(p: Prediction) -> str:
-    """``PATH: NAME SCORE, NAME SCORE, ...`` (display names, best first); a path holding
-    ``": "`` or a name holding a comma is written as a JSON string (``"a, b" 0.5000``).
-    An unreadable file: ``ERROR <reason naming the file>``."""
+    """``PATH: NAME SCORE, NAME SCORE, ...`` (display names, best first); a path or a name
+    that would make the line ambiguous (see ``display_path``; a name with a comma) is
+    written as a JSON string (``"a, b" 0.5000``), so every image is one line that reads
+    back. An unreadable file: ``ERROR <reason naming the file>``."""
     if p.error:
-        return f"ERROR {p.error}"
+        return f"ERROR {one_line(p.error)}"
     items = [f"{_quoted(name, _NAME_SPECIALS)} {score:.4f}"
              for name, score in zip(p.names or p.labels, p.scores)]
-    return f"{_quoted(p.path, _PATH_SPECIALS)}: " + ", ".join(items)
+    return f"{display_path(p.path)}: " + ", ".join(items)
 
 
 def prediction_json(p: Prediction) -> str:
     """One JSON object on one line: ``{"path", "top_k": [{"label", "name", "class",
     "probability"}, ...]}`` best first, or ``{"path", "error"}``."""
     if p.error:
-        return json.dumps({"path": p.path, "error": p.error}, ensure_ascii=False)
+        return json_text({"path": p.path, "error": p.error})
     top = [{"label": label, "name": name, "class": cls, "probability": score}
            for label, name, cls, score in zip(p.labels, p.names, p.classes, p.scores)]
-    return json.dumps({"path": p.path, "top_k": top}, ensure_ascii=False)
+    return json_text({"path": p.path, "top_k": top})
