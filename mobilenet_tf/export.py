@@ -13,6 +13,7 @@ only with --verbosity=0 or when the export fails.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from absl import flags
@@ -50,6 +51,8 @@ def main(argv):
                          "mobilenet_tf.train")
     if config.dataset:
         cli.check_dataset(config.dataset)
+    cli.check_output_dir(config.export_dir or os.path.join(config.workdir, "export"),
+                         "--export_dir")
     exporter = cli.load("mobilenet_tf.serving.exporter")
     from mobilenet_tf.serving import report as export_report
 

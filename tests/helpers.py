@@ -7,9 +7,13 @@ the data tests are in data_helpers.py and the trainer's toy inputs in train_help
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import subprocess
+
+import pytest
 
 import numpy as np
 from PIL import Image
@@ -118,8 +122,6 @@ def unprivileged(cmd: list[str]) -> list[str]:
 def permissions_enforced(tmp_dir: str) -> bool:
     """Whether ``unprivileged`` commands are refused a chmod 000 file (False where setpriv
     is missing or not permitted, e.g. in a container without CAP_SETPCAP: skip then)."""
-    import subprocess
-
     probe = os.path.join(tmp_dir, ".permission_probe")
     with open(probe, "w") as f:
         f.write("x")
@@ -132,3 +134,19 @@ def permissions_enforced(tmp_dir: str) -> bool:
         os.chmod(probe, 0o644)
         os.remove(probe)
     return done.returncode != 0
+
+
+# ----------------------------------------------------------------------------- full disks
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A real tmpfs of ``size`` (e.g. "9m") mounted at ``path`` for the block; the test is
+    skipped where mounting is not permitted."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)]).returncode:
+            subprocess.run(["umount", "-l", str(path)])

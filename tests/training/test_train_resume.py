@@ -3,7 +3,6 @@ lost checkpoint index, all checkpoints unreadable, history without checkpoints, 
 configuration, metrics.csv torn or NUL-padded or behind the checkpoint, a second trainer
 on the same run directory, a stale lock, a full disk."""
 
-import contextlib
 import csv
 import glob
 import json
@@ -23,6 +22,7 @@ from mobilenet_tf.training import trainer
 from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.training.setup import RunSetup
 from train_helpers import toy_inputs
+import helpers
 from helpers import REPO
 
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -175,23 +175,8 @@ def test_second_trainer_is_refused_naming_the_holder_and_stale_lock_is_taken_ove
     assert "stale lock" in err and f"pid {dead.pid}" in err and "no longer running" in err
 
 
-@contextlib.contextmanager
-def _tmpfs(path, size):
-    """A real tmpfs of ``size`` (e.g. "9m") mounted at ``path`` for the block; the test is
-    skipped where mounting is not permitted."""
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                      capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)]).returncode:
-            subprocess.run(["umount", "-l", str(path)])
-
-
 def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
-    with _tmpfs(tmp_path / "small", "9m") as mount:
+    with helpers.tmpfs(tmp_path / "small", "9m") as mount:
         workdir = str(mount / "run")
         with pytest.raises(OutputWriteError) as e:
             _train(workdir, epochs=3)
@@ -208,7 +193,7 @@ def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path
 def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path):
     """Only the event file's disk is full (RUN/logs links to a full 8 MB tmpfs): the run
     stops with one line naming the event file (exit 7), then resumes once space is freed."""
-    with _tmpfs(tmp_path / "logs_disk", "8m") as mount:
+    with helpers.tmpfs(tmp_path / "logs_disk", "8m") as mount:
         with open(mount / "filler", "wb") as f:  # fill the disk to the last byte
             try:
                 while True:
