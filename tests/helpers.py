@@ -107,6 +107,22 @@ def tiny_classifier_tflite(folder) -> bytes:
     return tf.lite.TFLiteConverter.from_saved_model(path).convert()
 
 
+# ----------------------------------------------------------------------------- refusals
+def tree_state(root) -> dict:
+    """{relative path: (mode, bytes)} of everything under ``root``: what a refused
+    command must leave unchanged."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            content = None
+            if os.path.isfile(path) and os.stat(path).st_mode & 0o444:
+                with open(path, "rb") as f:
+                    content = f.read()
+            state[os.path.relpath(path, root)] = (os.stat(path).st_mode, content)
+    return state
+
+
 # ----------------------------------------------------------------------------- permissions
 # Root ignores file modes. A command started through ``setpriv`` without the capabilities
 # that bypass them (``unprivileged``) sees a chmod 000 file as a user does.

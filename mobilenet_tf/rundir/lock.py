@@ -1,9 +1,12 @@
 """One trainer per run directory: ``RUN/.lock``.
 
-The live check is ``fcntl.flock`` on the lock file (the kernel drops it when the holder
-dies, however it dies); the file's content names the holder (host, pid, start time) for
-the message a second trainer prints. A lock file that names a holder whose flock is gone
-is stale (the holder was killed): it is taken over, with a message saying so.
+The live check is ``fcntl.flock`` on the run directory itself (the kernel drops it when
+the holder dies, however it dies; deleting ``RUN/.lock`` cannot release it, as it would a
+lock on that file: a second trainer would lock a new file). Where a file system cannot
+lock a directory, the lock file is locked instead. The file's content names the holder
+(host, pid, start time) for the message a second trainer prints. A lock file that names a
+holder whose lock is gone is stale (the holder was killed): it is taken over, with a
+message saying so.
 """
 
 from __future__ import annotations
@@ -32,15 +35,26 @@ class RunLock:
     def __init__(self, workdir: str, say=print):
         self.path = RunFiles(workdir).lock
         self.say = say
-        self._fd = None
+        self._fd = self._locked = None
 
     def acquire(self):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        workdir = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(workdir, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        locked = fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(locked, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.ENOTSUP):
+                    raise
+                os.close(locked)  # a file system that cannot lock a directory
+                locked = fd
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            os.close(fd)
+            for opened in {fd, locked}:
+                os.close(opened)
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = self._read(self.path)
@@ -62,7 +76,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         os.fsync(fd)
-        self._fd = fd
+        self._fd, self._locked = fd, locked
         return self
 
     def release(self):
@@ -74,9 +88,10 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         except OSError:
             pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        fcntl.flock(self._locked, fcntl.LOCK_UN)
+        for opened in {self._fd, self._locked}:
+            os.close(opened)
+        self._fd = self._locked = None
 
     @staticmethod
     def _read(path) -> dict:

@@ -171,38 +171,67 @@ class RunSetup:
         found += [p for p in (files.best, files.final, files.summary) if os.path.exists(p)]
         return found
 
+    def _start_over(self, resume_advice: bool) -> str:
+        text = (f"To start over, use a new --workdir (or delete {self.files.workdir})")
+        if not resume_advice:  # repeating the recorded options would not help
+            return text + "."
+        return text + f"; to resume, repeat the recorded options: --flagfile={self.files.flags}."
+
     def _check_resume(self, candidates) -> run_record.RunRecord | None:
         """The recorded run when this command may resume it; ResumeRefused otherwise."""
         run = self.files.workdir
-        start_over = (f"To start over, use a new --workdir (or delete {run}); to resume, "
-                      f"repeat the recorded options: --flagfile={self.files.flags}.")
         if not candidates:
             history = self._history()
             if history:
                 raise ResumeRefused(
                     f"{run} holds the results of earlier training ({', '.join(history)}) "
                     f"but no checkpoint in {self.files.checkpoints} to resume from; "
-                    f"training from step 0 would overwrite them. {start_over}")
+                    f"training from step 0 would overwrite them. "
+                    f"{self._start_over(False)}")
             return None
         try:
             recorded = run_record.read_record(run)
         except run_record.RunRecordError as err:
+            reason = str(err).rstrip(".")
             raise ResumeRefused(f"{run} has checkpoints but its record cannot be used: "
-                                f"{err} {start_over}") from err
+                                f"{reason}. {self._start_over(False)}") from err
         if recorded.version != run_record.RECORD_VERSION:
             raise ResumeRefused(f"{self.files.config} was written by an older mobilenet_tf "
                                 f"(record version {recorded.version}); resume that run "
-                                f"with it. {start_over}")
+                                f"with it. {self._start_over(False)}")
+        self._refuse_changes(recorded, "a run")
+        return recorded
+
+    def _refuse_changes(self, recorded: run_record.RunRecord, what: str) -> None:
+        """ResumeRefused listing the options this command changes of ``recorded``."""
         diffs = run_record.resume_differences(recorded, self.record)
         if diffs:
             allowed = ", ".join(f"--{k}" for k in run_record.RESUMABLE_CHANGES)
             raise ResumeRefused(
-                f"{run} holds a run that this command differs from:\n  "
+                f"{self.files.workdir} holds {what} that this command differs from:\n  "
                 + "\n  ".join(diffs)
                 + "\nResuming would change the step count, the example order, the optimizer "
                 f"state or the model. Options a resumed run may change: {allowed}. "
-                + start_over)
-        return recorded
+                + self._start_over(True))
+
+    def check_finished(self) -> None:
+        """For a finished run: ResumeRefused when this command's options differ from its
+        record (its result is not the result of these options)."""
+        try:
+            recorded = run_record.read_record(self.files.workdir)
+        except run_record.RunRecordError:
+            return  # no record to compare with: the summary alone says it is finished
+        self._refuse_changes(recorded, "a finished run")
+
+    def _check_steps(self, step: int) -> None:
+        """ResumeRefused when the run has trained past this command's last step (a lower
+        --epochs): ending it there would record an epoch count the checkpoint exceeds."""
+        if step > self.total_steps:
+            raise ResumeRefused(
+                f"{self.files.workdir} has trained {step} steps ({step / self.spe:g} "
+                f"epochs), more than --epochs={self.config.epochs:g} gives "
+                f"({self.total_steps} steps); run it with --epochs >= {step / self.spe:g} "
+                f"to finish it. {self._start_over(False)}")
 
     # ------------------------------------------------------------------ prepare
     def prepare(self) -> RunState:
@@ -218,8 +247,10 @@ class RunSetup:
         restored = state.store.restore()
         if restored:
             step = int(state.global_step.numpy())
-            self.console.say(f"Resuming from {restored} (step {step}, epoch "
-                             f"{step // self.spe + 1}).")
+            self._check_steps(step)
+            epoch = (f"epoch {step // self.spe + 1}" if step < self.total_steps
+                     else "after its last step")
+            self.console.say(f"Resuming from {restored} (step {step}, {epoch}).")
             self.record.weights = recorded.weights
         else:
             self._record_initial_weights(task.weights_report)

@@ -47,13 +47,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str, train_input=None, eval
     and ValueError for an invalid config (the one validation of a run).
     """
     config.validate()
-    summary = run_record.read_summary(workdir)
-    if summary is not None and summary.epochs >= config.epochs:
-        if config.verbose:
-            print(f"The run in {workdir} is already complete ({summary.epochs:g} epochs, "
-                  f"top-1 {reporting.pct(summary.top1)}); nothing to do. Use a new "
-                  "--workdir, or raise --epochs to train further.", flush=True)
-        return summary.to_dict()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
@@ -95,8 +88,18 @@ class Trainer:
         return self.state.model if self.state is not None else None
 
     def run(self) -> dict:
-        """Trains to ``config.epochs``; returns the summary dict."""
+        """Trains to ``config.epochs``; returns the summary dict. A finished run (its
+        summary has ``config.epochs`` or more) is left as it is, once its record shows
+        the same options (ResumeRefused otherwise)."""
         setup = self.setup
+        summary = run_record.read_summary(setup.files.workdir)
+        if summary is not None and summary.epochs >= self.config.epochs:
+            setup.check_finished()
+            setup.console.say(
+                f"The run in {setup.files.workdir} is already complete ({summary.epochs:g} "
+                f"epochs, top-1 {reporting.pct(summary.top1)}); nothing to do. Use a new "
+                "--workdir, or raise --epochs to train further.")
+            return summary.to_dict()
         lock = RunLock(setup.files.workdir, setup.console.warn) if setup.chief else None
         try:
             if lock:

@@ -73,21 +73,6 @@ def test_cli_rejects_bad_flag_before_training(tmp_path):
     assert not workdir.exists()
 
 
-def _tree(root):
-    """{relative path: (mode, bytes)} of everything under ``root``: what a refused
-    command must leave unchanged."""
-    state = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            content = None
-            if os.path.isfile(path) and os.stat(path).st_mode & 0o444:
-                with open(path, "rb") as f:
-                    content = f.read()
-            state[os.path.relpath(path, root)] = (os.stat(path).st_mode, content)
-    return state
-
-
 def _train_quickstart(workdir, *argv, unprivileged=False):
     cmd = [sys.executable, "-m", "mobilenet_tf.train", f"--flagfile={QUICKSTART}",
            f"--workdir={workdir}", *argv]
@@ -106,12 +91,12 @@ def test_a_workdir_that_cannot_be_one_is_refused_before_anything_is_written(
     if not helpers.permissions_enforced(str(tmp_path)):
         pytest.skip("file permissions are not enforced for this user here")
     make(str(tmp_path))
-    before = _tree(tmp_path)
+    before = helpers.tree_state(tmp_path)
     proc = _train_quickstart(tmp_path / workdir, unprivileged=True)
     assert proc.returncode == status, proc.stderr[-3000:]
-    assert proc.stderr.startswith(f"error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert f"--workdir={tmp_path / workdir}" in proc.stderr.splitlines()[0]
-    assert _tree(tmp_path) == before
+    assert helpers.tree_state(tmp_path) == before
 
 
 def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_written(

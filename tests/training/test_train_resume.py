@@ -126,6 +126,45 @@ def test_resume_with_changed_configuration_is_refused(two_epochs, tmp_path, chan
     assert _ckpt_steps(workdir) == [8, 12, 16] and _epochs(workdir) == [(1, 8), (2, 16)]
 
 
+def _without_lock(state):
+    return {k: v[1] for k, v in state.items() if k != ".lock"}  # contents only
+
+
+def test_a_finished_run_with_other_options_is_refused_not_reported_as_theirs(
+        two_epochs, tmp_path, capsys):
+    workdir = _copy(two_epochs, tmp_path)
+    before = helpers.tree_state(workdir)
+    with pytest.raises(ResumeRefused, match="a finished run") as e:
+        _train(workdir, epochs=2, alpha=0.5)
+    assert "alpha" in str(e.value) and "already complete" not in capsys.readouterr().out
+    assert helpers.tree_state(workdir) == before
+    assert _train(workdir, epochs=2, verbose=2)["epochs"] == 2  # the same options: done
+    assert "already complete" in capsys.readouterr().out
+    assert helpers.tree_state(workdir) == before
+
+
+def test_fewer_epochs_than_the_steps_done_are_refused_and_change_nothing(two_epochs,
+                                                                         tmp_path):
+    """Killed after its last step, before its summary: re-run with --epochs=1, it would
+    end at step 16 and record 1 epoch with a best epoch of 2."""
+    workdir = _copy(two_epochs, tmp_path)
+    os.remove(os.path.join(workdir, "summary.json"))
+    before = _without_lock(helpers.tree_state(workdir))
+    with pytest.raises(ResumeRefused, match="trained 16 steps") as e:
+        _train(workdir, epochs=1)
+    assert "--epochs >= 2" in str(e.value)
+    assert _without_lock(helpers.tree_state(workdir)) == before
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_trainer_in(tmp_path):
+    workdir = str(tmp_path / "run")
+    with RunLock(workdir):
+        os.remove(os.path.join(workdir, ".lock"))
+        with pytest.raises(RunLocked):
+            _train(workdir, epochs=1)
+        assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
 def test_torn_metrics_and_kill_between_checkpoint_and_metrics_write(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     real = RunSetup.write_metrics_csv
