@@ -76,8 +76,25 @@ class Writers:
     def __init__(self, workdir: str, enabled: bool):
         self.enabled = enabled
         self.logdir = os.path.join(workdir, LOGS_DIR) if enabled else None
+        self._before = set(self._event_files())
         self.writer = (tf.summary.create_file_writer(self.logdir) if enabled
                        else tf.summary.create_noop_writer())
+
+    def _event_files(self) -> list[str]:
+        if not self.enabled:
+            return []
+        return tf.io.gfile.glob(os.path.join(self.logdir, "events.out.tfevents.*"))
+
+    def remove_own_files(self) -> None:
+        """Deletes the event files this writer created (after ``close``): for a run that
+        stopped before keeping anything, whose steps the next attempt logs again; a
+        retry on a full disk then does not leave another file (the model graph alone is
+        megabytes) each time."""
+        for path in set(self._event_files()) - self._before:
+            try:
+                tf.io.gfile.remove(path)
+            except (OSError, tf.errors.OpError):
+                pass
 
     def flush(self):
         self.writer.flush()

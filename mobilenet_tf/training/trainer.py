@@ -73,6 +73,7 @@ class Trainer:
         self.state: RunState | None = None
         self.writers: tb.Writers | None = None
         self.history, self.timing = [], []
+        self.saved_checkpoints = 0  # by this process
         self.clock = None  # (when this process started, wall seconds of the run before)
         self.dist_eval = self.evaluate_fn = self.last_eval = None
         self.profiler: tb.Profiler | None = None
@@ -111,6 +112,8 @@ class Trainer:
             raise
         except (OSError, tf.errors.OpError) as err:
             if failures.is_disk_full(err):
+                if self.writers is not None and not self.saved_checkpoints:
+                    self.writers.remove_own_files()  # nothing kept: all is logged again
                 where = getattr(err, "filename", None) or setup.files.workdir
                 raise OutputWriteError(
                     f"No space left on the device of {where} "
@@ -259,7 +262,9 @@ class Trainer:
         """Checkpoints the state at ``step`` (with the run's wall time so far); returns
         the checkpoint's path. Tests override this and ``end_of_epoch`` to inject faults."""
         self.state.wall_seconds.assign(self.clock[1] + time.time() - self.clock[0])
-        return self.state.store.save(step)
+        path = self.state.store.save(step)
+        self.saved_checkpoints += 1
+        return path
 
     def _preempted(self, step, signal_name):
         """SIGTERM or Ctrl-C: checkpoint now, except in a multi-worker cluster, where saving is a

@@ -229,6 +229,19 @@ def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path
         assert done and done[-1] < 24
 
 
+def test_failed_retries_on_a_full_disk_leave_no_new_event_files(tmp_path):
+    with helpers.tmpfs(tmp_path / "small", "9m") as mount:
+        workdir = str(mount / "run")
+        events = os.path.join(workdir, "logs", "events.out.tfevents.*")
+        with pytest.raises(OutputWriteError):
+            _train(workdir, epochs=3)
+        first = sorted(glob.glob(events))
+        for _ in range(2):  # the disk is still full: each retry stops before keeping anything
+            with pytest.raises(OutputWriteError):
+                _train(workdir, epochs=3)
+            assert sorted(glob.glob(events)) == first
+
+
 def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path):
     """Only the event file's disk is full (RUN/logs links to a full 8 MB tmpfs): the run
     stops with one line naming the event file (exit 7), then resumes once space is freed."""
