@@ -20,14 +20,20 @@ EXIT_INTERNAL = 70      # a bug (EX_SOFTWARE): the message asks for --debug and 
 _SPACE = (errno.ENOSPC, errno.EDQUOT)
 _ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
 _TF_ERRORS = "tensorflow.python.framework.errors_impl"
+_NOT_THE_CAUSE = ("Graph execution error:", "Detected at node", "File ")
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
 
 def first_line(err) -> str:
-    """The first line of an error's message, without TensorFlow's ``{{function_node
-    ...}}`` prefix."""
+    """The first line of an error's message that says what happened: without TensorFlow's
+    ``{{function_node ...}}`` prefix, nor the ``Graph execution error:`` heading and the
+    stack of the node that failed, which come before the cause."""
     text = str(getattr(err, "message", None) or err).strip()
     text = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", text)
-    return text.splitlines()[0] if text else repr(err)
+    for line in (line.strip() for line in text.splitlines()):
+        if line and not line.startswith(_NOT_THE_CAUSE):
+            return line
+    return repr(err)
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -62,8 +68,14 @@ def _os_error(err: OSError) -> tuple[str, int]:
     return f"{where}{reason}.", EXIT_WRITE
 
 
-def _names_a_worker(text: str) -> bool:
-    return "/job:" in text or "worker" in text.lower() or "collective" in text.lower()
+def _lost_worker(err: BaseException) -> str | None:
+    """Which task of the cluster an error names (``worker 1``), or ``a worker`` for a
+    collective that was aborted; None when it names none."""
+    text = str(getattr(err, "message", None) or err)
+    task = _TASK.search(text)
+    if task:
+        return f"{task[1]} {task[2]}"
+    return "a worker" if "collective" in text.lower() else None
 
 
 def _tf_op_error(name: str, err: BaseException) -> tuple[str, int] | None:
@@ -74,9 +86,11 @@ def _tf_op_error(name: str, err: BaseException) -> tuple[str, int] | None:
     if name == "PermissionDeniedError":
         return (f"{text}: this user may not read or write it; fix its permissions or "
                 "choose another path.", EXIT_WRITE)
-    if name in ("UnavailableError", "DeadlineExceededError") and _names_a_worker(text):
-        return (f"a worker of the cluster stopped answering ({text}); restart every "
-                "worker with the same command to resume from the last checkpoint.",
+    worker = _lost_worker(err) if name in ("UnavailableError", "DeadlineExceededError",
+                                           "AbortedError", "CancelledError") else None
+    if worker:
+        return (f"{worker} of the cluster stopped answering ({text}); start every worker "
+                "again with the same command to resume from the last checkpoint.",
                 EXIT_WORKER_LOST)
     if name == "ResourceExhaustedError":
         return (f"out of memory ({text}); lower --batch_size or --resolution.",

@@ -12,9 +12,10 @@ import tensorflow as tf
 from mobilenet_tf import failures
 from mobilenet_tf.rundir import errors
 
-WORKER_LOST = ("{{function_node __inference_loop_123}} Collective ops is aborted by: failed "
-               "to connect to all addresses\nAdditional GRPC error information from remote "
-               "target /job:worker/replica:0/task:1 ...")
+WORKER_LOST = ("Graph execution error:\n\nDetected at node while/CollectiveReduceV2 defined at "
+               "(most recent call last):\n  File \"train.py\", line 64, in <module>\n\n"
+               "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional "
+               "GRPC error information from remote target /job:worker/replica:0/task:1 ...")
 
 
 @pytest.mark.parametrize("err, status, words", [
@@ -28,7 +29,7 @@ WORKER_LOST = ("{{function_node __inference_loop_123}} Collective ops is aborted
      ["/e/x.pb", "free"]),
     (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"), 1,
      ["--batch_size"]),
-    (tf.errors.UnavailableError(None, None, WORKER_LOST), 8, ["worker", "restart"]),
+    (tf.errors.UnavailableError(None, None, WORKER_LOST), 8, ["worker 1", "again"]),
     (tf.errors.NotFoundError(None, None, "x.h5; No such file"), 1, ["x.h5"]),
     (KeyboardInterrupt(), 130, ["Ctrl-C"]),
     (MemoryError(), 1, ["memory"]),
@@ -42,6 +43,11 @@ def test_every_failure_has_one_line_and_its_status(err, status, words):
     assert "\n" not in message and "{{function_node" not in message
     for word in words:
         assert word in message
+
+
+def test_the_cause_of_a_graph_execution_error_is_its_line():
+    message, _ = failures.describe(tf.errors.UnavailableError(None, None, WORKER_LOST))
+    assert "Connection reset by peer" in message and "Graph execution" not in message
 
 
 def test_an_unavailable_error_that_names_no_worker_is_not_called_a_lost_worker():

@@ -125,3 +125,40 @@ def test_multi_worker_two_processes_identical_weights(tmp_path):
     assert summary["optimizer_steps"] == 4 and summary["num_replicas"] == 2
     assert summary["eval_examples"] == 64  # each worker evaluated its half, summed
     assert "Training complete" in outs[0]
+
+
+def test_a_worker_killed_mid_training_ends_the_survivor_with_one_line(tmp_path):
+    """SIGKILL one worker of two: the other stops (bounded by the collective timeout)
+    with one line naming the cause and exit status 8; a start prints no tf.data
+    warning (output is quiet by default)."""
+    import signal
+    import time
+
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workdir = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": index}})}
+        env.pop("TF_CPP_MIN_LOG_LEVEL")  # the user's default: quiet
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "mobilenet_tf.train", f"--workdir={workdir}",
+             "--strategy=multi_worker_mirrored", "--dataset=synthetic",
+             "--synthetic_num_examples=256", "--synthetic_image_size=32", "--alpha=0.25",
+             "--resolution=32", "--batch_size=16", "--epochs=200", "--steps_per_loop=1",
+             "--checkpoint_every_steps=4", "--eval_every_epochs=100", "--nolog_images"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.time() + 300
+    while not list((workdir / "checkpoints").glob("ckpt-*.index")):
+        assert time.time() < deadline and procs[0].poll() is None, procs[0].communicate()
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    start = time.time()
+    out, err = procs[0].communicate(timeout=240)
+    assert procs[0].returncode == 8, err[-4000:]
+    assert time.time() - start < 120
+    assert "Traceback" not in err and "UserWarning" not in err, err[-4000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "worker" in errors[0], err[-4000:]
