@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import struct
 import zipfile
 
 from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
@@ -29,6 +30,11 @@ METADATA_FILE_IDENTIFIER = b"M001"
 LABELS_FILE_NAME = labels_lib.LABELS_FILE
 DISPLAY_NAMES_LOCALE = "en"
 DISPLAY_NAMES_FILE_NAME = f"labels_{DISPLAY_NAMES_LOCALE}.txt"  # MediaPipe's writer's name
+
+
+class MissingAssociatedFile(ValueError):
+    """The metadata names a file that is not in the zip archive appended to the model: a
+    model file cut short loses the archive (its directory is at the very end) first."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +56,23 @@ class ImageClassifierInfo:
 
 
 def get_metadata_buffer(model_bytes: bytes) -> bytes | None:
-    """The raw ``TFLITE_METADATA`` buffer of a model, or None."""
-    model = _tfl.Model.GetRootAsModel(model_bytes, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode() == METADATA_NAME:
-            buf = model.Buffers(entry.Buffer())
-            if buf.DataLength():
-                return buf.DataAsNumpy().tobytes()
+    """The raw ``TFLITE_METADATA`` buffer of a model, or None. The flatbuffer classes read
+    offsets from the bytes unchecked, so bytes that are not a whole TFLite model fail
+    with ``struct.error`` or worse: ValueError then (and up front for the wrong
+    identifier)."""
+    if len(model_bytes) < 8 or not _tfl.Model.ModelBufferHasIdentifier(model_bytes, 0):
+        raise ValueError("not a TFLite model (no TFL3 flatbuffer identifier)")
+    try:
+        model = _tfl.Model.GetRootAsModel(model_bytes, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name().decode() == METADATA_NAME:
+                buf = model.Buffers(entry.Buffer())
+                if buf.DataLength():
+                    return buf.DataAsNumpy().tobytes()
+    except (struct.error, IndexError, AttributeError, TypeError) as e:
+        raise ValueError(f"not a whole TFLite model flatbuffer ({type(e).__name__}: "
+                         f"{e})") from None
     return None
 
 
@@ -111,16 +126,21 @@ def _model_metadata(model_bytes: bytes, model) -> "_md.ModelMetadataT":
     if buf is None:
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "model"
         raise ValueError(f"{name} has no {METADATA_NAME} metadata")
-    if not _md.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
+    if len(buf) < 8 or not _md.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
         raise ValueError("TFLITE_METADATA buffer lacks the M001 identifier")
-    return _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAsModelMetadata(buf, 0))
+    try:
+        return _md.ModelMetadataT.InitFromObj(
+            _md.ModelMetadata.GetRootAsModelMetadata(buf, 0))
+    except (struct.error, IndexError, AttributeError, TypeError) as e:
+        raise ValueError(f"TFLITE_METADATA buffer is damaged ({type(e).__name__}: "
+                         f"{e})") from None
 
 
 def _label_file(entry, files: dict[str, bytes]) -> tuple[str, ...]:
     name = _decode(entry.name)
     if name not in files:
-        raise ValueError(f"labels file {name} named in the metadata is not attached "
-                         f"to the model (attached: {sorted(files)})")
+        raise MissingAssociatedFile(f"labels file {name} named in the metadata is not "
+                                    f"attached to the model (attached: {sorted(files)})")
     return tuple(labels_lib.parse_labels(files[name].decode("utf-8")))
 
 

@@ -117,6 +117,22 @@ def test_reader_rejects_model_without_metadata(tiny_tflite):
         reader.read_image_classifier_metadata(tiny_tflite)
 
 
+@pytest.mark.parametrize("cut", [0, 4, 20, 200])
+def test_reader_rejects_cut_bytes_with_a_value_error(tiny_tflite, cut):
+    """The flatbuffer classes follow offsets without bounds checks (``struct.error``); the
+    reader answers bytes that are not a whole model with a ValueError."""
+    with pytest.raises(ValueError, match="not a (whole )?TFLite model"):
+        reader.read_image_classifier_metadata(_add(tiny_tflite)[:cut])
+
+
+def test_reader_tells_labels_cut_off_the_end(tiny_tflite):
+    """The labels are zipped onto the end of the model: a file cut short loses them
+    first, and the reader says so with its own ValueError subclass."""
+    with pytest.raises(reader.MissingAssociatedFile, match="labels.txt named in the "
+                       "metadata is not attached"):
+        reader.read_image_classifier_metadata(_add(tiny_tflite)[:-10])
+
+
 SYNSETS = ["n01440764", "n01443537", "n03710721"]  # tench, goldfish, maillot/tank suit
 
 
