@@ -9,7 +9,9 @@
 * a ``.tflite`` file (class names from its TFLite metadata, else a ``labels.txt`` beside it),
 and returns a ``Classifier`` whose ``predict_proba(images)`` takes decoded uint8 RGB images
 of any size and applies the eval preprocessing of ``mobilenet_tf.data.preprocessing``
-(center crop + resize + normalize) where the model does not do it itself.
+(center crop + resize + normalize) where the model does not do it itself. A missing,
+truncated or damaged model or labels file is a ValueError naming it
+(``inference.model_files``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.rundir import record as run_record
+from mobilenet_tf.inference import model_files
 from mobilenet_tf.data import labels as labels_lib
 from mobilenet_tf.data import preprocessing
 from mobilenet_tf.data.config import EVAL_CROP_FRACTION
@@ -64,13 +67,13 @@ class Classifier(abc.ABC):
 
 
 class KerasClassifier(Classifier):
-    def __init__(self, path, model, class_names, crop_fraction):
+    def __init__(self, path, model, class_names, crop_fraction, labels_source="its labels"):
         shape = model.input_shape
         super().__init__(path=path, format="keras", class_names=class_names,
                          image_size=(int(shape[1]), int(shape[2])),
                          crop_fraction=crop_fraction)
         self.model = model
-        _check_num_classes(path, int(model.output_shape[-1]), class_names)
+        check_num_classes(path, int(model.output_shape[-1]), class_names, labels_source)
 
     def predict_normalized(self, batch):
         out = []
@@ -98,18 +101,18 @@ class SavedModelClassifier(Classifier):
 
 
 class TFLiteClassifier(Classifier):
-    def __init__(self, path, class_names, crop_fraction, num_threads=None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+    def __init__(self, path, class_names, crop_fraction, num_threads=None, *,
+                 interpreter=None, labels_source="its labels"):
+        # ``interpreter``: one ``model_files.open_tflite`` already opened for this file
+        self.interpreter = interpreter or model_files.open_tflite(path, num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         shape = self._input["shape"]
         super().__init__(path=path, format="tflite", class_names=class_names,
                          image_size=(int(shape[1]), int(shape[2])),
                          crop_fraction=crop_fraction)
-        _check_num_classes(path, int(self._output["shape"][-1]), class_names)
+        check_num_classes(path, int(self._output["shape"][-1]), class_names,
+                          labels_source)
 
     @property
     def input_details(self) -> dict:
@@ -167,10 +170,13 @@ def takes_plain_pixels(scale: float, zero_point: int) -> bool:
             and abs(zero_point - preprocessing.MEAN) <= 0.5)
 
 
-def _check_num_classes(path, n_out, class_names):
+def check_num_classes(path, n_out, class_names, labels_source="its labels"):
+    """ValueError naming the model and where its class names came from (a labels file,
+    its metadata) when they do not give one name per output."""
     if n_out != len(class_names):
-        raise ValueError(f"model {path} has {n_out} outputs but its labels list "
-                         f"{len(class_names)} classes")
+        raise ValueError(f"model {path} has {n_out} outputs but {len(class_names)} class "
+                         f"names come from {labels_source}; they must give "
+                         f"{model_files.LABELS_FORM}, one per output")
 
 
 def detect_format(path: str) -> str:
@@ -181,7 +187,8 @@ def detect_format(path: str) -> str:
         if (any(os.path.exists(os.path.join(path, f)) for f in CHECKPOINTS.values())
                 or os.path.exists(run_record.RunFiles(path).config)):
             return "run_dir"
-        raise ValueError(f"--model={path} is a directory but neither a run directory "
+        raise ValueError(model_files.directory_problem(path) or
+                         f"--model={path} is a directory but neither a run directory "
                          f"({' or '.join(CHECKPOINTS.values())}) nor a SavedModel "
                          "(saved_model.pb)")
     if not os.path.exists(path):
@@ -255,13 +262,13 @@ def _keras_remedy(path: str) -> str:
     return "re-save or re-export the model (the file was cut short or damaged)"
 
 
-def _labels_beside(path: str, n: int | None) -> list[str]:
+def labels_beside(path: str, n: int) -> tuple[list[str], str]:
+    """The class names in the labels.txt beside the model file ``path`` (``class_<i>``
+    for its ``n`` outputs when there is none), and where they came from (for errors)."""
     beside = os.path.join(os.path.dirname(os.path.abspath(path)), labels_lib.LABELS_FILE)
     if os.path.exists(beside):
-        return labels_lib.read_labels(beside)
-    if n is None:
-        raise ValueError(f"no class names for {path}: put {labels_lib.LABELS_FILE} beside it")
-    return [f"class_{i}" for i in range(n)]
+        return model_files.read_labels_file(beside), f"labels file {beside}"
+    return [f"class_{i}" for i in range(n)], "its labels"
 
 
 def load_classifier(path: str, *, checkpoint: str = "best",
@@ -275,34 +282,48 @@ def load_classifier(path: str, *, checkpoint: str = "best",
         model_path = run_checkpoint(path, checkpoint)
         record = run_record.read_record(path)
         crop = crop_fraction if crop_fraction is not None else run_crop_fraction(record)
+        labels_path = os.path.join(path, labels_lib.LABELS_FILE)
         return KerasClassifier(model_path, load_keras_model(model_path),
-                               labels_lib.read_labels(path), crop)
+                               model_files.read_labels_file(labels_path), crop,
+                               labels_source=f"labels file {labels_path}")
     crop = crop_fraction if crop_fraction is not None else EVAL_CROP_FRACTION
     if kind == "keras":
         model = load_keras_model(path)
-        return KerasClassifier(path, model, _labels_beside(path, int(model.output_shape[-1])),
-                               crop)
+        names, source = labels_beside(path, int(model.output_shape[-1]))
+        return KerasClassifier(path, model, names, crop, labels_source=source)
     if kind == "saved_model":
-        loaded = tf.saved_model.load(path)
-        if SAVED_MODEL_SIGNATURE not in loaded.signatures:
-            raise ValueError(f"SavedModel {path} has no {SAVED_MODEL_SIGNATURE!r} signature "
-                             f"(has {sorted(loaded.signatures)}); export it with "
-                             "mobilenet_tf.export")
-        names = [n.decode() for n in loaded.class_names.numpy()]
-        size = tuple(int(v) for v in loaded.image_size.numpy())
-        # the crop is part of the SavedModel's graph; crop_fraction cannot change it
-        return SavedModelClassifier(path, loaded, names, size,
-                                    float(loaded.crop_fraction.numpy()))
-    # tflite
-    from mobilenet_tf.inference import tflite_metadata
+        return load_saved_model_classifier(path)
+    return load_tflite_classifier(path, crop, num_threads)
 
-    try:
-        names = list(tflite_metadata.read_image_classifier_metadata(path).labels)
-    except (ValueError, StopIteration, AttributeError, IndexError):
-        names = None
+
+def load_saved_model_classifier(path: str) -> SavedModelClassifier:
+    """The SavedModel written by ``mobilenet_tf.export`` at ``path``; ValueError naming it
+    when it cannot be loaded or was not written by the exporter."""
+    loaded = model_files.load_saved_model(path)
+    if SAVED_MODEL_SIGNATURE not in loaded.signatures:
+        raise ValueError(f"SavedModel {path} has no {SAVED_MODEL_SIGNATURE!r} signature "
+                         f"(has {sorted(loaded.signatures)}); export it with "
+                         "mobilenet_tf.export")
+    missing = [n for n in ("class_names", "image_size", "crop_fraction")
+               if not hasattr(loaded, n)]
+    if missing:
+        raise ValueError(f"SavedModel {path} lacks the {', '.join(missing)} that "
+                         f"mobilenet_tf.export writes; {model_files.EXPORT_REMEDY}")
+    names = [n.decode() for n in loaded.class_names.numpy()]
+    size = tuple(int(v) for v in loaded.image_size.numpy())
+    # the crop is part of the SavedModel's graph; crop_fraction cannot change it
+    return SavedModelClassifier(path, loaded, names, size,
+                                float(loaded.crop_fraction.numpy()))
+
+
+def load_tflite_classifier(path: str, crop: float,
+                           num_threads: int | None = None) -> TFLiteClassifier:
+    """The .tflite at ``path`` with the class names of its metadata, else of a labels.txt
+    beside it; ValueError naming the file when it is not a whole TFLite model."""
+    interpreter = model_files.open_tflite(path, num_threads)  # verifies the flatbuffer
+    names, source = model_files.tflite_labels(path), "its TFLite metadata"
     if names is None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        probe = Interpreter(model_path=path)
-        names = _labels_beside(path, int(probe.get_output_details()[0]["shape"][-1]))
-    return TFLiteClassifier(path, names, crop, num_threads=num_threads)
+        names, source = labels_beside(
+            path, int(interpreter.get_output_details()[0]["shape"][-1]))
+    return TFLiteClassifier(path, names, crop, num_threads, interpreter=interpreter,
+                            labels_source=source)
