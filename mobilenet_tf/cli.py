@@ -43,6 +43,7 @@ import re
 import sys
 import tempfile
 import textwrap
+import warnings
 
 from absl import flags
 from absl import logging as absl_logging
@@ -221,6 +222,9 @@ def configure_logging() -> None:
     if user_tf_log_level is None:
         os.environ[TF_LOG_ENV] = "0" if verbose else "3"
     quiet = user_tf_log_level is None and not verbose
+    if not verbose:  # said by tf.data whenever a strategy distributes a dataset: not ours
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="To make it possible to preserve tf.data options")
 
 
 def run(main, doc: str = "", argv=None) -> None:

@@ -146,6 +146,7 @@ def test_a_worker_killed_mid_training_ends_the_survivor_with_one_line(tmp_path):
             [sys.executable, "-m", "mobilenet_tf.train", f"--workdir={workdir}",
              "--strategy=multi_worker_mirrored", "--dataset=synthetic",
              "--synthetic_num_examples=256", "--synthetic_image_size=32", "--alpha=0.25",
+             "--train_split=train", "--eval_split=validation",
              "--resolution=32", "--batch_size=16", "--epochs=200", "--steps_per_loop=1",
              "--checkpoint_every_steps=4", "--eval_every_epochs=100", "--nolog_images"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
