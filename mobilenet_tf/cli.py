@@ -22,8 +22,9 @@ Flags that several commands share are defined once here (``define_checkpoint``,
 ``define_crop_fraction``).
 
 Exit status: 0 done; 1 a bad flag or argument (``error: ...`` and ``see: ... --help`` on
-stderr, nothing else); other codes as each command documents (train: 3 NaN loss,
-4 SIGTERM).
+stderr, nothing else); any other failure is one ``error:`` line with the status that
+``failures.describe`` gives it (docs/training.md, "Exit status"); ``--debug`` adds the
+traceback.
 
 Quiet by default: ``TF_CPP_MIN_LOG_LEVEL=3`` is set before TensorFlow is imported (it
 silences the C++ INFO/WARNING/ERROR lines, e.g. ``failed call to cuInit`` on a machine
