@@ -262,6 +262,14 @@ def _keras_remedy(path: str) -> str:
     return "re-save or re-export the model (the file was cut short or damaged)"
 
 
+def run_labels(workdir: str) -> tuple[list[str], str]:
+    """The class names of a run directory (its labels.txt) and where they came from (for
+    the error when they do not match the model); ValueError naming a missing, empty or
+    unreadable labels.txt."""
+    labels_path = os.path.join(workdir, labels_lib.LABELS_FILE)
+    return model_files.read_labels_file(labels_path), f"labels file {labels_path}"
+
+
 def labels_beside(path: str, n: int) -> tuple[list[str], str]:
     """The class names in the labels.txt beside the model file ``path`` (``class_<i>``
     for its ``n`` outputs when there is none), and where they came from (for errors)."""
@@ -282,10 +290,9 @@ def load_classifier(path: str, *, checkpoint: str = "best",
         model_path = run_checkpoint(path, checkpoint)
         record = run_record.read_record(path)
         crop = crop_fraction if crop_fraction is not None else run_crop_fraction(record)
-        labels_path = os.path.join(path, labels_lib.LABELS_FILE)
-        return KerasClassifier(model_path, load_keras_model(model_path),
-                               model_files.read_labels_file(labels_path), crop,
-                               labels_source=f"labels file {labels_path}")
+        names, source = run_labels(path)
+        return KerasClassifier(model_path, load_keras_model(model_path), names, crop,
+                               labels_source=source)
     crop = crop_fraction if crop_fraction is not None else EVAL_CROP_FRACTION
     if kind == "keras":
         model = load_keras_model(path)

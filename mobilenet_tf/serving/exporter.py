@@ -156,14 +156,15 @@ def export(config: ExportConfig) -> dict:
     """Exports and verifies; returns the report (also written to the export dir)."""
     config.validate()
     checkpoint_path = loading.run_checkpoint(config.workdir, config.checkpoint)
-    class_names = labels_lib.read_labels(config.workdir)
+    class_names, labels_source = loading.run_labels(config.workdir)
     record = run_record.read_record(config.workdir)
     crop = loading.run_crop_fraction(record)
     dataset, data_dir, data_cfg, verification_split, calibration_split = _image_origin(
         config, record)
 
     model = loading.load_keras_model(checkpoint_path)
-    keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop)
+    keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop,
+                                        labels_source=labels_source)
     export_dir = os.path.abspath(config.export_dir or os.path.join(config.workdir, "export"))
     staging.check_replaceable(export_dir)
 

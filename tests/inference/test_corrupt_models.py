@@ -202,3 +202,29 @@ def test_a_directory_named_like_a_keras_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=f"^Keras model {path} is a directory, not a "
                                          r"\.keras file$"):
         loading.load_classifier(str(path))
+
+
+def _run_with_labels(run_dir, tmp_path, labels: bytes) -> tuple[str, str]:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.keras", "config.json"):
+        shutil.copy(os.path.join(run_dir, name), run / name)
+    (run / "labels.txt").write_bytes(labels)
+    return str(run), str(run / "labels.txt")
+
+
+@pytest.mark.parametrize("labels", [b"a\nb\n", b"\xff\xfe\x00a\n"],
+                         ids=["wrong_length", "not_utf8"])
+def test_a_run_directory_names_its_bad_labels_file(run_dir, tmp_path, labels):
+    """evaluate/predict (``load_classifier``) and export read a run's labels.txt alike."""
+    from mobilenet_tf.serving import exporter
+    from mobilenet_tf.serving.config import ExportConfig
+
+    run, labels_path = _run_with_labels(run_dir, tmp_path, labels)
+    expected = (f"2 class names come from labels file {labels_path}" if labels == b"a\nb\n"
+                else f"labels file {labels_path} is not UTF-8 text")
+    for load in (lambda: loading.load_classifier(run),
+                 lambda: exporter.export(ExportConfig(workdir=run, latency_runs=0))):
+        with pytest.raises(ValueError, match=expected):
+            load()
+    assert sorted(os.listdir(run)) == ["best.keras", "config.json", "labels.txt"]
