@@ -12,6 +12,7 @@ stable when other classes are added or removed.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from typing import Sequence
 
@@ -34,15 +35,64 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def read_failure(err) -> str:
+    """Why TensorFlow's file system could not read a path, from its error ("PATH;
+    Permission denied" -> "permission denied"): the reason alone, for a message that names
+    the path and the flag itself."""
+    text = " ".join(str(getattr(err, "message", None) or err).split())
+    text = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+|\s*\[Op:\w+\].*$", "", text)
+    reason = text.rsplit("; ", 1)[-1] or type(err).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def _unreadable(path: str, kind: str, spec: str, err, others: int = 0) -> ValueError:
+    """The error for a folder of the dataset that cannot be listed (a permission, a
+    broken mount): it names the folder, its role and --dataset, where TensorFlow's
+    PermissionDeniedError named only the path, with a traceback."""
+    more = f" (and {others} other folder{'s' * (others > 1)})" if others else ""
+    remove = "" if kind == "folder" else " or remove it from the dataset"
+    return ValueError(f"--dataset={spec}: cannot read {kind} {path}{more}: "
+                      f"{read_failure(err)}; make it readable by this user (e.g. chmod -R "
+                      f"u+rX {path}){remove}")
+
+
+def _listdir(path: str, kind: str, spec: str):
+    """``tf.io.gfile.listdir(path)``; ValueError naming ``path`` when it cannot be read."""
+    try:
+        return tf.io.gfile.listdir(path)
+    except tf.errors.OpError as err:
+        raise _unreadable(path, kind, spec, err) from None
+
+
+def _subfolder_entries(root: str, spec: str):
+    """Sorted visible sub-folders of ``root``, their entries, and those that cannot be
+    listed (name -> error): which role those have is known only from the others."""
+    names = _listdir(root, "folder", spec)
+    subdirs = sorted(d for d in _visible(names) if tf.io.gfile.isdir(os.path.join(root, d)))
+    entries, unreadable = {}, {}
+    for d in subdirs:
+        try:
+            entries[d] = tf.io.gfile.listdir(os.path.join(root, d))
+        except tf.errors.OpError as err:
+            unreadable[d] = err
+    return names, subdirs, entries, unreadable
+
+
 def _folder_layout(root: str, spec: str):
     """``("classes", {class: entries})`` for ``PATH/<class>/<image>`` or ``("splits",
-    None)`` for ``PATH/<split>/<class>/<image>``; ValueError when it is neither or both."""
-    subdirs = sorted(d for d in _visible(tf.io.gfile.listdir(root))
-                     if tf.io.gfile.isdir(os.path.join(root, d)))
-    entries = {d: tf.io.gfile.listdir(os.path.join(root, d)) for d in subdirs}
-    with_images = [d for d in subdirs if any(_is_image(f) for f in entries[d])]
-    with_folders = [d for d in subdirs if d not in with_images and any(
+    None)`` for ``PATH/<split>/<class>/<image>``; ValueError when it is neither or both,
+    or when a sub-folder cannot be read (named as a class or split folder as the readable
+    ones are)."""
+    names, subdirs, entries, unreadable = _subfolder_entries(root, spec)
+    with_images = [d for d in entries if any(_is_image(f) for f in entries[d])]
+    with_folders = [d for d in entries if d not in with_images and any(
         tf.io.gfile.isdir(os.path.join(root, d, f)) for f in _visible(entries[d]))]
+    if unreadable:
+        first = min(unreadable)
+        kind = ("class folder" if with_images else "split folder" if with_folders
+                else "sub-folder")
+        raise _unreadable(os.path.join(root, first), kind, spec, unreadable[first],
+                          len(unreadable) - 1)
     if with_images and with_folders:
         raise ValueError(
             f"--dataset={spec}: {root} mixes class folders (holding images: "
@@ -52,7 +102,7 @@ def _folder_layout(root: str, spec: str):
         return "classes", {d: entries[d] for d in subdirs}
     if with_folders:
         return "splits", None
-    loose = [f for f in tf.io.gfile.listdir(root) if _is_image(f)]
+    loose = [f for f in names if _is_image(f)]
     raise ValueError(
         f"--dataset={spec}: {root} has no class sub-folders with images"
         + (f" ({len(loose)} images lie directly in it: move them into class folders)"
@@ -163,12 +213,13 @@ class FolderSource(Source):
             raise ValueError(f"--dataset={spec}: split folder {split_dir} does not exist; "
                              f"the layout is PATH/<split>/<class>/<image>, and {root} has "
                              f"split folders {have}")
-        classes = [d for d in _visible(tf.io.gfile.listdir(split_dir))
+        classes = [d for d in _visible(_listdir(split_dir, "split folder", spec))
                    if tf.io.gfile.isdir(os.path.join(split_dir, d))]
         if not classes:
             raise ValueError(f"--dataset={spec}: {split_dir} has no class sub-folders; the "
                              "layout is PATH/<split>/<class>/<image>")
-        return {c: tf.io.gfile.listdir(os.path.join(split_dir, c)) for c in classes}
+        return {c: _listdir(os.path.join(split_dir, c), "class folder", spec)
+                for c in classes}
 
     def num_files(self):
         return self.num_examples
