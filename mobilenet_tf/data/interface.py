@@ -18,6 +18,24 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 
+# How the one-line message of ``--bad_images=error`` starts.
+BAD_IMAGES_ERROR = "--bad_images=error: "
+
+
+def bad_images_failure(text: str) -> str | None:
+    """The one-line ``--bad_images=error`` message inside the text of the TensorFlow error
+    that stopped an input, or None. The pipeline fails in-graph, so the error reaches
+    Python as an ``InvalidArgumentError`` whose first line may be only "Graph execution
+    error:" (a training or evaluation step) with ``assertion failed: [MESSAGE]`` below;
+    a command's error handler finds the message here without importing TensorFlow."""
+    for line in text.splitlines():
+        at = line.find(BAD_IMAGES_ERROR)
+        if at >= 0:
+            end = line.rfind("]")
+            return line[at:end if end > at else None].strip()
+    return None
+
+
 class BadImageTally(Protocol):
     """The images an input skipped because they could not be decoded."""
 

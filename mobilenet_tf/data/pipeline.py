@@ -16,12 +16,14 @@ Images above ``max_image_pixels`` (read from the header) are decoded at reduced 
 (baseline JPEG) or refused before decoding (``decode_image``); refused ones are bad images
 whose reason is reported with their name.
 
-Bad images (corrupt, truncated, empty or non-image files) are dropped by
+Bad images (corrupt, truncated, empty or non-image files, and files that cannot be
+read: a folder source's files are read in the decode map, ``Source.load``) are dropped by
 ``ignore_errors`` after the decode map, and named by :class:`_BadRecordTracker`: records
 are numbered and their names filed in a hash table before decoding; the decode map keeps
 record order, so the numbers missing from each batch are exactly the dropped records.
 ``bad_images="skip"`` counts and logs them (``InputPipeline.bad_images``); ``"error"``
-fails with their names in the message. Shuffling happens before the numbering, so the
+fails with one line naming them (``BadImages.failure``), each with its reason (an image
+bomb's, else ``Source.read_problem``'s). Shuffling happens before the numbering, so the
 training order is still random.
 """
 
@@ -35,36 +37,55 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf.data import augment
+from mobilenet_tf.data import augment, interface
 from mobilenet_tf.data.config import DataConfig
 from mobilenet_tf.data.preprocessing import (center_crop_and_resize, decode_image,
                                              normalize)
+from mobilenet_tf.data.source_base import Source
 from mobilenet_tf.data.sources import make_source
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+DECODE_FAILURE = "corrupt, truncated, empty or not an image"
 
 
 class BadImages:
     """Running tally of distinct bad records (thread-safe; filled while iterating).
 
     The :class:`mobilenet_tf.data.interface.BadImageTally` of every ``InputPipeline``.
+    ``explain(name)`` (the source's ``read_problem``) says why a record without a filed
+    reason failed: a file that cannot be read is told from one that does not decode.
     """
 
     MAX_EXAMPLES = 10  # names kept in ``examples`` and logged
 
-    def __init__(self):
+    def __init__(self, explain: Optional[Callable[[str], str]] = None):
         self._lock = threading.Lock()
         self._seen = set()
         self.examples: list[str] = []
+        self.explain = explain
+
+    def reason(self, name: str, filed: str = "") -> str:
+        """Why record ``name`` is bad: the reason filed while decoding (an image bomb),
+        else the source's (a file that cannot be read), else it did not decode."""
+        return filed or (self.explain(name) if self.explain else "") or DECODE_FAILURE
+
+    def failure(self, names, reasons) -> str:
+        """The one-line message of ``--bad_images=error`` for the records ``names`` (a
+        name once: a repeated stream may drop a file twice between two batches)."""
+        found = dict(zip(names, reasons))
+        shown = ", ".join(f"{n} ({self.reason(n, r)})" for n, r in found.items())
+        return (f"{interface.BAD_IMAGES_ERROR}bad image{'s' * (len(found) > 1)} {shown}; "
+                "pass --bad_images=skip to skip such files (they are counted, and the "
+                "first ones named)")
 
     @property
     def count(self) -> int:
         with self._lock:
             return len(self._seen)
 
-    def record(self, name, reason="") -> None:
-        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
+    def record(self, name: str, reason: str = "") -> None:
         with self._lock:
             if name in self._seen:
                 return
@@ -74,7 +95,7 @@ class BadImages:
                 self.examples.append(name)
         if n <= self.MAX_EXAMPLES:
             logging.warning("skipping bad image %s (%s; --bad_images=skip)%s", name,
-                            reason or "corrupt, truncated, empty or not an image",
+                            self.reason(name, reason),
                             "; further bad images are only counted"
                             if n == self.MAX_EXAMPLES else "")
 
@@ -119,11 +140,11 @@ class _BadRecordTracker:
     hash table under its number; the decode map then runs in parallel but in order
     (``deterministic=True``), so after batching, the numbers missing between the last
     batch and this one are exactly the dropped records. ``account`` (one call per batch)
-    looks their names up, removes settled numbers from the table, and records the names
-    (``"skip"``: a ``tf.py_function``, run only when something was dropped) or fails
-    naming them (``"error"``). A finite stream ends with an empty marker batch, which
-    reports the records dropped after the last good one. Per element this costs one
-    table insert; the decoding itself runs as a plain parallel map. Images refused for
+    looks their names up, removes settled numbers from the table, and reports them
+    (``report``). A finite stream ends with an empty marker batch, which reports the
+    records dropped after the last good one. Per element this costs one table insert;
+    the decoding (and, for a folder, the file's reading) runs as a plain parallel map, so
+    a file that cannot be read is dropped there under its number too. Images refused for
     their size file the reason in ``reasons`` (``refusal_noter``) before failing.
     """
 
@@ -148,9 +169,33 @@ class _BadRecordTracker:
                 return tf.identity(data), label, seed, tf.identity(seq)
         return tf.data.Dataset.zip((tf.data.Dataset.counter(), records, seeds)).map(add)
 
+    def report(self, names, why):
+        """An op reporting the dropped records ``names`` (reasons ``why``, "" where none
+        was filed) by the policy: "skip" records them in the tally, which logs the first
+        ones; "error" fails with ``BadImages.failure``'s one line naming them. Python
+        runs only when something was dropped."""
+        bad, policy = self.bad, self.policy
+
+        def in_python(found, found_why):
+            found = [n.decode("utf-8", "replace") for n in found.numpy()]
+            found_why = [w.decode("utf-8", "replace") for w in found_why.numpy()]
+            if policy == "error":
+                return bad.failure(found, found_why)
+            for name, reason in zip(found, found_why):
+                bad.record(name, reason)
+            return ""
+
+        message = tf.cond(
+            tf.size(names) > 0,
+            lambda: tf.reshape(tf.py_function(in_python, [names, why], tf.string), []),
+            lambda: tf.constant(""))
+        if policy != "error":
+            return message
+        return tf.debugging.Assert(tf.equal(message, ""), [message])
+
     def account(self, ds, finite: bool, image_spec):
         """Batches (images, labels, seqs) -> (images, labels), bad records accounted."""
-        table, reasons, policy, bad = self.table, self.reasons, self.policy, self.bad
+        table, reasons = self.table, self.reasons
         if finite:
             end = (tf.zeros([0] + [d or 0 for d in image_spec.shape[1:]], image_spec.dtype),
                    tf.zeros([0], tf.int32), tf.constant([-1], tf.int64))
@@ -178,30 +223,8 @@ class _BadRecordTracker:
                                                dtype=tf.int64))
             with tf.control_dependencies([names, why]):
                 removed = tf.group(table.remove(settled), reasons.remove(settled))
-            with tf.control_dependencies([removed]):
-                new_last = tf.cond(is_end, lambda: last,
-                                   lambda: tf.reduce_max(seqs))
-                if policy == "error":
-                    shown = tf.strings.join([names, tf.where(
-                        tf.strings.length(why) > 0, tf.strings.join([" (", why, ")"]), "")])
-                    check = tf.debugging.Assert(tf.equal(tf.size(names), 0), [
-                        "could not decode image (corrupt, truncated, empty or not an image, "
-                        "or above --max_image_pixels; pass --bad_images=skip to skip such "
-                        "files):", shown], summarize=10)
-                    with tf.control_dependencies([check]):
-                        new_last = tf.identity(new_last)
-                else:
-                    def _record(found, found_why):
-                        for nm, reason in zip(found.numpy(), found_why.numpy()):
-                            bad.record(nm, reason)
-                        return False
-
-                    logged = tf.cond(
-                        tf.size(names) > 0,
-                        lambda: tf.reshape(tf.py_function(_record, [names, why], tf.bool), []),
-                        lambda: tf.constant(False))
-                    with tf.control_dependencies([logged]):
-                        new_last = tf.identity(new_last)
+            with tf.control_dependencies([removed, self.report(names, why)]):
+                new_last = tf.cond(is_end, lambda: last, lambda: tf.reduce_max(seqs))
             return new_last, (images, labels, is_end)
 
         ds = ds.scan(tf.constant(-1, tf.int64), settle)
@@ -211,13 +234,14 @@ class _BadRecordTracker:
 
 
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
-                    bad: BadImages, encoded: bool):
-    """(data, label, name) records -> batches (images, labels), with ``fn(data, seed,
-    on_refusal)`` (seeds from ``seeds``) in a parallel map. Encoded records may fail to
-    decode: those are skipped/reported through a :class:`_BadRecordTracker`, with the
-    reason that ``fn`` gave ``on_refusal`` when it refused one for its size
-    (``decode_image``)."""
-    if not encoded:
+                    bad: BadImages, source: Source):
+    """(data, label, name) records of ``source`` -> batches (images, labels), with
+    ``fn(data, seed, on_refusal)`` (seeds from ``seeds``) in a parallel map.
+    Encoded records are loaded (``source.load``: a folder's files are read here) and
+    decoded there and may fail: those are skipped/reported through a
+    :class:`_BadRecordTracker`, with the reason that ``fn`` gave ``on_refusal`` when it
+    refused one for its size (``decode_image``), else the source's ``read_problem``."""
+    if not source.encoded:
         ds = tf.data.Dataset.zip((records, seeds)).map(
             lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
             deterministic=not drop_remainder)
@@ -226,7 +250,7 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
     ds = tracker.register(records, seeds)
 
     def decode(d, y, s, q):
-        return fn(d, s, tracker.refusal_noter(q)), y, q
+        return fn(source.load(d), s, tracker.refusal_noter(q)), y, q
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
@@ -284,7 +308,7 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
         logging.warning("%s split %r has %d examples, fewer than the global batch size %d: "
                         "each training batch repeats examples", cfg.dataset, split,
                         source.num_examples, global_batch_size)
-    bad = BadImages()
+    bad = BadImages(explain=source.read_problem)
     num_classes = len(source.class_names)
     h, w = cfg.image_size
 
@@ -302,7 +326,7 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
             seeds = _constant_seeds()
             fn = _eval_image_fn(cfg, source.encoded)
         ds = _decode_batches(records, seeds, fn, batch, drop_remainder=training,
-                             policy=cfg.bad_images, bad=bad, encoded=source.encoded)
+                             policy=cfg.bad_images, bad=bad, source=source)
         if training:
             mix = augment.batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, seed=cfg.seed)
 
@@ -332,10 +356,11 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     Bad images follow ``cfg.bad_images``."""
     source = make_source(cfg, split, class_names)
     # Batches of one: images keep their own sizes.
-    ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(),
-                         lambda d, s, note=None: (decode_image(d, cfg.max_image_pixels, note)
-                                                  if source.encoded else d), 1,
-                         drop_remainder=False, policy=cfg.bad_images, bad=BadImages(),
-                         encoded=source.encoded).unbatch()
+    def fn(data, seed, note=None):
+        return decode_image(data, cfg.max_image_pixels, note) if source.encoded else data
+
+    ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(), fn, 1,
+                         drop_remainder=False, policy=cfg.bad_images,
+                         bad=BadImages(explain=source.read_problem), source=source).unbatch()
     for image, label in ds.take(int(limit)).as_numpy_iterator():
         yield np.asarray(image, np.uint8), int(label)

@@ -68,3 +68,15 @@ class Source:
     def dataset(self, num_shards: int = 1, shard_index: int = 0, shuffle: bool = False,
                 seed: int = 0) -> tf.data.Dataset:
         raise NotImplementedError
+
+    def load(self, data: tf.Tensor) -> tf.Tensor:
+        """A record's encoded bytes from its ``data``, called in the pipeline's decode map:
+        the data itself here. A folder source's records hold file paths, read here: a file
+        that cannot be read then fails where the pipeline knows its name, and is skipped
+        or reported by it like a corrupt one."""
+        return data
+
+    def read_problem(self, name: str) -> str:
+        """Why the record ``name`` (a bad image) could not be read, for the message that
+        names it; "" when it was read (its bytes did not decode)."""
+        return ""

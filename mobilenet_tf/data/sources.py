@@ -3,12 +3,13 @@
 A source knows its class list and example count (computed eagerly, so that every error
 surfaces before training starts) and yields raw records ``(data, label int32, name
 string)`` for one input-pipeline shard -- one pass in a fixed order, or shuffled
-(possibly endless) for training:
+(possibly endless) for training; ``source.load(data)`` gives a record's encoded bytes:
 
 - ``folder:PATH``   -- ``PATH/<split>/<class>/*.{jpg,jpeg,png,bmp,gif}`` (any case), or
                        ``PATH/<class>/*`` with splits 'train'/'validation'/'all' carved
                        per class (``holdout_fraction``; see ``specs.FLAT_SPLITS``);
-                       data = encoded bytes, name = the file path.
+                       data = name = the file path (``load`` reads it, in the
+                       pipeline's decode map).
 - ``tfrecord:GLOB`` -- TF-Example files with ``image/encoded`` and ``image/class/label``
                        (``label_offset`` subtracted); data = encoded bytes, name =
                        ``FILE#RECORD``.

@@ -7,19 +7,25 @@ The permission tests run the command through ``unprivileged`` (root ignores file
 and skip where that cannot be done (``permissions_enforced``).
 """
 
+import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
-from data_helpers import make_folder
+from data_helpers import collect, encode, image_array, make_folder
 from helpers import CLASSES, REPO, permissions_enforced, unprivileged, write_image_folder
 from mobilenet_tf import data
+from mobilenet_tf.data import interface
 
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 FAST = ["--alpha=0.25", "--resolution=32", "--steps_per_loop=1"]
 ONE_EPOCH = [*FAST, "--epochs=1", "--batch_size=4"]
+LOOP_REASON = "cannot read the file: too many levels of symbolic links"
+DENIED_REASON = "cannot read the file: permission denied"
 
 
 @pytest.fixture
@@ -65,6 +71,25 @@ def _flat(tmp_path, per_class=4):
     return root
 
 
+def _denied(class_dir):
+    """A good JPEG in ``class_dir`` that no one but root may read (chmod 000)."""
+    denied = class_dir / "zz_denied.jpg"
+    denied.write_bytes(encode(image_array(0, 32, 32), "JPEG"))
+    denied.chmod(0)
+    return denied
+
+
+def _loop(class_dir):
+    """A symlink to itself in ``class_dir``: no one can open it."""
+    loop = class_dir / "zz_loop.jpg"
+    os.symlink(loop, loop)
+    return loop
+
+
+def _bad_files(class_dir):
+    return _denied(class_dir), _loop(class_dir)
+
+
 # ------------------------------------------------------------------ unreadable folders
 @pytest.mark.parametrize("layout,unreadable,kind", [
     ("flat", "green_disc", "class folder"), ("flat", "", "folder"),
@@ -99,3 +124,72 @@ def test_evaluate_names_an_unreadable_class_folder(tmp_path, enforced, tiny_mode
         (root / "red_square").chmod(0o755)
     assert f"cannot read class folder {root / 'red_square'}: permission denied" in \
         _error_line(proc)
+
+
+# ------------------------------------------------------------------ unreadable files
+def test_evaluate_skips_unreadable_files_naming_them(tmp_path, enforced, tiny_model):
+    root = _flat(tmp_path)
+    denied, loop = _bad_files(root / "green_disc")
+    proc = _command("evaluate", f"--model={tiny_model}", f"--dataset=folder:{root}",
+                    "--json", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"skipping bad image {denied} ({DENIED_REASON}" in proc.stderr
+    assert f"skipping bad image {loop} ({LOOP_REASON}" in proc.stderr
+    assert "skipping bad image  (" not in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["num_images"] == 4 * len(CLASSES)
+
+
+@pytest.mark.parametrize("bad", ["denied", "loop"])
+def test_train_error_policy_names_the_unreadable_file(tmp_path, enforced, bad):
+    root = tmp_path / "data"
+    # Three training files, one bad: two batches of two good ones span the first pass
+    # over them, whatever its shuffled order.
+    make_folder(root, per_class=1, splits=("train", "validation"), exts=("jpg",))
+    make_bad, reason = (_denied, DENIED_REASON) if bad == "denied" else (_loop, LOOP_REASON)
+    path = make_bad(root / "train" / "cat")
+    proc = _command("train", f"--dataset=folder:{root}", *FAST, "--epochs=2",
+                    "--batch_size=2", "--bad_images=error",
+                    f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
+    line = _error_line(proc)
+    assert f"--bad_images=error: bad image {path} ({reason})" in line
+    assert "--bad_images=skip" in line
+
+
+# ------------------------------------------------------------------ in-process
+def _loop_folder(tmp_path):
+    root = make_folder(tmp_path, classes=("a", "b"), per_class=3, splits=("train",),
+                       exts=("jpg", "png"))
+    return root, str(_loop(tmp_path / "train" / "b"))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pipeline_skips_a_symlink_loop_by_name(tmp_path, caplog, training):
+    root, loop = _loop_folder(tmp_path)
+    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=16)
+    inp = data.build_input(cfg, "train", training=training, global_batch_size=2)
+    with caplog.at_level(logging.WARNING):
+        if training:
+            for _ in inp.input_fn(None).take(8):
+                pass
+        else:
+            assert len(collect(inp.input_fn(None))[1]) == 6
+    assert loop in inp.bad_images.examples
+    assert f"skipping bad image {loop} ({LOOP_REASON}" in caplog.text
+    assert [im.shape for im, _ in data.iterate_uint8(cfg, "train", 100)] == [(40, 48, 3)] * 6
+
+
+def test_error_policy_in_a_function_names_the_file_in_one_line(tmp_path):
+    """As a training or evaluation step meets it: inside a tf.function the error's first
+    line is TensorFlow's "Graph execution error:"; ``bad_images_failure`` finds the
+    message below it."""
+    root, loop = _loop_folder(tmp_path)
+    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=16, bad_images="error")
+    ds = data.build_input(cfg, "train", training=False, global_batch_size=2).input_fn(None)
+    count = tf.function(lambda: ds.reduce(0, lambda n, batch: n + 1))
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        count()
+    message = interface.bad_images_failure(str(caught.value))
+    assert message == (f"--bad_images=error: bad image {loop} ({LOOP_REASON}); pass "
+                       "--bad_images=skip to skip such files (they are counted, and the "
+                       "first ones named)")
+    assert interface.bad_images_failure("Graph execution error:\n\nsomething else") is None
