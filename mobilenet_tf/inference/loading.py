@@ -68,12 +68,11 @@ class Classifier(abc.ABC):
 
 class KerasClassifier(Classifier):
     def __init__(self, path, model, class_names, crop_fraction, labels_source="its labels"):
-        shape = model.input_shape
+        height, width, n_out = keras_shape(path, model)
         super().__init__(path=path, format="keras", class_names=class_names,
-                         image_size=(int(shape[1]), int(shape[2])),
-                         crop_fraction=crop_fraction)
+                         image_size=(height, width), crop_fraction=crop_fraction)
         self.model = model
-        check_num_classes(path, int(model.output_shape[-1]), class_names, labels_source)
+        check_num_classes(path, n_out, class_names, labels_source)
 
     def predict_normalized(self, batch):
         out = []
@@ -105,14 +104,12 @@ class TFLiteClassifier(Classifier):
                  interpreter=None, labels_source="its labels"):
         # ``interpreter``: one ``model_files.open_tflite`` already opened for this file
         self.interpreter = interpreter or model_files.open_tflite(path, num_threads)
+        height, width, n_out = tflite_shape(path, self.interpreter)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
-        shape = self._input["shape"]
         super().__init__(path=path, format="tflite", class_names=class_names,
-                         image_size=(int(shape[1]), int(shape[2])),
-                         crop_fraction=crop_fraction)
-        check_num_classes(path, int(self._output["shape"][-1]), class_names,
-                          labels_source)
+                         image_size=(height, width), crop_fraction=crop_fraction)
+        check_num_classes(path, n_out, class_names, labels_source)
 
     @property
     def input_details(self) -> dict:
@@ -168,6 +165,20 @@ def takes_plain_pixels(scale: float, zero_point: int) -> bool:
     MediaPipe feeds (the export report checks it too)."""
     return (abs(scale * preprocessing.STD - 1) < 1e-3
             and abs(zero_point - preprocessing.MEAN) <= 0.5)
+
+
+def keras_shape(path: str, model) -> tuple[int, int, int]:
+    """(height, width, classes) of a Keras image classifier; ValueError naming ``path``
+    for a model of another kind (``model_files.image_classifier_shape``)."""
+    return model_files.image_classifier_shape(
+        path, [t.shape for t in model.inputs], [t.shape for t in model.outputs])
+
+
+def tflite_shape(path: str, interpreter) -> tuple[int, int, int]:
+    """(height, width, classes) of a TFLite image classifier, as ``keras_shape``."""
+    return model_files.image_classifier_shape(
+        path, [d["shape"] for d in interpreter.get_input_details()],
+        [d["shape"] for d in interpreter.get_output_details()])
 
 
 def check_num_classes(path, n_out, class_names, labels_source="its labels"):
@@ -296,7 +307,7 @@ def load_classifier(path: str, *, checkpoint: str = "best",
     crop = crop_fraction if crop_fraction is not None else EVAL_CROP_FRACTION
     if kind == "keras":
         model = load_keras_model(path)
-        names, source = labels_beside(path, int(model.output_shape[-1]))
+        names, source = labels_beside(path, keras_shape(path, model)[2])
         return KerasClassifier(path, model, names, crop, labels_source=source)
     if kind == "saved_model":
         return load_saved_model_classifier(path)
@@ -330,7 +341,6 @@ def load_tflite_classifier(path: str, crop: float,
     interpreter = model_files.open_tflite(path, num_threads)  # verifies the flatbuffer
     names, source = model_files.tflite_labels(path), "its TFLite metadata"
     if names is None:
-        names, source = labels_beside(
-            path, int(interpreter.get_output_details()[0]["shape"][-1]))
+        names, source = labels_beside(path, tflite_shape(path, interpreter)[2])
     return TFLiteClassifier(path, names, crop, num_threads, interpreter=interpreter,
                             labels_source=source)

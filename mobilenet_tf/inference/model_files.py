@@ -162,6 +162,35 @@ def directory_problem(path: str) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- shapes
+def image_classifier_shape(path: str, inputs, outputs) -> tuple[int, int, int]:
+    """(height, width, classes) of a model whose ``inputs`` and ``outputs`` are the shapes
+    of its input and output tensors: one RGB image batch [n, h, w, 3] in, one row of
+    class scores [n, classes] out. A whole model of another kind (a file renamed, a
+    model of another task) is a ValueError naming it, not an IndexError deep inside."""
+    inputs = [tuple(_dim(d) for d in shape) for shape in inputs]
+    outputs = [tuple(_dim(d) for d in shape) for shape in outputs]
+    image = inputs[0] if len(inputs) == 1 else ()
+    scores = outputs[0] if len(outputs) == 1 else ()
+    if (len(image) != 4 or image[3] != 3 or not all(image[1:3])
+            or len(scores) != 2 or not scores[1]):
+        raise ValueError(
+            f"model {path} is not an image classifier of fixed input size: it takes "
+            f"{_shapes(inputs)} and gives {_shapes(outputs)}, where one image batch "
+            "[n, height, width, 3] in and one [n, classes] out are expected")
+    return image[1], image[2], scores[1]
+
+
+def _dim(d) -> int | None:
+    return None if d is None or int(d) < 0 else int(d)
+
+
+def _shapes(shapes) -> str:
+    text = ", ".join("[" + ", ".join("?" if d is None else str(d) for d in s) + "]"
+                     for s in shapes)
+    return text or "nothing"
+
+
 # ----------------------------------------------------------------------------- labels
 def read_labels_file(path: str) -> list[str]:
     """The class names in the labels file ``path``; ValueError naming it when it is not

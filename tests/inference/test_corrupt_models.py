@@ -228,3 +228,28 @@ def test_a_run_directory_names_its_bad_labels_file(run_dir, tmp_path, labels):
         with pytest.raises(ValueError, match=expected):
             load()
     assert sorted(os.listdir(run)) == ["best.keras", "config.json", "labels.txt"]
+
+
+@pytest.fixture(scope="module")
+def vector_models(tmp_path_factory) -> dict:
+    """Whole models of another kind: a .keras and a .tflite taking vectors [1, 5]."""
+    import keras
+    import tensorflow as tf
+
+    folder = tmp_path_factory.mktemp("vector")
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.save(folder / "vector.keras")
+    model.export(str(folder / "sm"), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([1, 5], tf.float32)])
+    (folder / "vector.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_saved_model(str(folder / "sm")).convert())
+    return {"keras": folder / "vector.keras", "tflite": folder / "vector.tflite"}
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_a_model_that_is_not_an_image_classifier_is_named(vector_models, kind):
+    path = str(vector_models[kind])
+    with pytest.raises(ValueError, match=f"^model {path} is not an image classifier of "
+                       r"fixed input size: it takes \[(1|\?), 5\] and gives \[(1|\?), 3\]"):
+        loading.load_classifier(path)
