@@ -41,13 +41,13 @@ def crop_window(image_shape, seed, area_range, aspect_range):
 
 def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
                         aspect_range=(3 / 4, 4 / 3), encoded=True, max_pixels: int = 0,
-                        on_refusal=None):
+                        on_refusal=None, name=None):
     """Random crop of ``area_range`` of the area and ``aspect_range`` width/height,
     resized (bilinear) to ``size``; ``data`` is encoded bytes (``encoded=True``) or a
     uint8 HxWx3 image. Returns float32 [h, w, 3] in [0, 255].
 
     Encoded images above ``max_pixels`` (> 0) are decoded at reduced scale or refused as
-    :func:`preprocessing.decode_image` does (``on_refusal`` as there). For a JPEG the size
+    :func:`preprocessing.decode_image` does (``on_refusal`` and ``name`` as there). For a JPEG the size
     that picks the crop window also makes that check: an image within the limit costs one
     scalar comparison more than with no limit."""
     seed = _sub_seed(seed, 0)
@@ -70,10 +70,10 @@ def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
                 return within_limit()
             h, w = tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
             return tf.cond(h * w > max_pixels, lambda: crop_decoded(decode_above_limit(
-                data, h, w, max_pixels, on_refusal)), within_limit)
+                data, h, w, max_pixels, on_refusal, name)), within_limit)
 
         image = tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_decoded(
-            decode_image(data, max_pixels, on_refusal)))
+            decode_image(data, max_pixels, on_refusal, name)))
     else:
         image = crop_decoded(data)
     image.set_shape([None, None, 3])

@@ -24,7 +24,8 @@ record order, so the numbers missing from each batch are exactly the dropped rec
 ``bad_images="skip"`` counts and logs them (``InputPipeline.bad_images``); ``"error"``
 fails with one line naming them (``BadImages.failure``), each with its reason (an image
 bomb's, else ``Source.read_problem``'s). Shuffling happens before the numbering, so the
-training order is still random.
+training order is still random. An image decoded at reduced scale is named in its
+warning through the same table.
 """
 
 from __future__ import annotations
@@ -159,6 +160,11 @@ class _BadRecordTracker:
         refusal branch only (before its error), so images within the limit pay nothing."""
         return lambda reason: self.reasons.insert(seq[None], reason[None])
 
+    def name_of(self, seq):
+        """``name`` for ``decode_image`` on record ``seq``: a lookup made only by the
+        branch that warns about a large image (decoded at reduced scale)."""
+        return lambda: self.table.lookup(seq)
+
     def register(self, records, seeds):
         """(data, label, name) records and seeds -> (data, label, seed, seq), one map."""
         table = self.table
@@ -236,7 +242,7 @@ class _BadRecordTracker:
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
                     bad: BadImages, source: Source):
     """(data, label, name) records of ``source`` -> batches (images, labels), with
-    ``fn(data, seed, on_refusal)`` (seeds from ``seeds``) in a parallel map.
+    ``fn(data, seed, on_refusal, name)`` (seeds from ``seeds``) in a parallel map.
     Encoded records are loaded (``source.load``: a folder's files are read here) and
     decoded there and may fail: those are skipped/reported through a
     :class:`_BadRecordTracker`, with the reason that ``fn`` gave ``on_refusal`` when it
@@ -250,7 +256,7 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
     ds = tracker.register(records, seeds)
 
     def decode(d, y, s, q):
-        return fn(source.load(d), s, tracker.refusal_noter(q)), y, q
+        return fn(source.load(d), s, tracker.refusal_noter(q), tracker.name_of(q)), y, q
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
@@ -265,12 +271,12 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     batching copies 4x fewer bytes than float32, and normalization runs per batch."""
     randaugment = augment.randaugment_layer(seed=cfg.seed) if cfg.randaugment else None
 
-    def fn(data, seed, on_refusal=None):
+    def fn(data, seed, on_refusal=None, name=None):
         # Encoded images above max_image_pixels are decoded at reduced scale (or refused).
         image = augment.random_resized_crop(
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
             (cfg.min_aspect, cfg.max_aspect), encoded=encoded,
-            max_pixels=cfg.max_image_pixels, on_refusal=on_refusal)
+            max_pixels=cfg.max_image_pixels, on_refusal=on_refusal, name=name)
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
@@ -282,8 +288,8 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
 
 
 def _eval_image_fn(cfg: DataConfig, encoded: bool):
-    def fn(data, seed, on_refusal=None):
-        image = decode_image(data, cfg.max_image_pixels, on_refusal) if encoded else data
+    def fn(data, seed, on_refusal=None, name=None):
+        image = decode_image(data, cfg.max_image_pixels, on_refusal, name) if encoded else data
         return center_crop_and_resize(image, cfg.image_size, cfg.crop_fraction)
     return fn
 
@@ -356,8 +362,8 @@ def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):
     Bad images follow ``cfg.bad_images``."""
     source = make_source(cfg, split, class_names)
     # Batches of one: images keep their own sizes.
-    def fn(data, seed, note=None):
-        return decode_image(data, cfg.max_image_pixels, note) if source.encoded else data
+    def fn(data, seed, note=None, name=None):
+        return decode_image(data, cfg.max_image_pixels, note, name) if source.encoded else data
 
     ds = _decode_batches(source.dataset(1, 0, shuffle=False), _constant_seeds(), fn, 1,
                          drop_remainder=False, policy=cfg.bad_images,

@@ -23,7 +23,8 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - MEAN) / STD
 
 
-def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None) -> tf.Tensor:
+def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None,
+                 name=None) -> tf.Tensor:
     """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 RGB HxWx3.
 
     Grayscale, RGBA and CMYK (JPEG) become RGB; GIFs give their first frame; 8-bit
@@ -35,7 +36,8 @@ def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None) -> tf
     :func:`decode_above_limit`: decoded at reduced scale if it is a baseline JPEG,
     otherwise refused before decoding (InvalidArgumentError saying why, after
     ``on_refusal(why)``; the data pipeline files the reason there and skips or reports the
-    image by its bad image policy)."""
+    image by its bad image policy). ``name()`` (optional; called only for such an image)
+    gives the string tensor that names the image in the reduced-scale warning."""
     encoded = tf.convert_to_tensor(encoded, tf.string)
     if not max_pixels:
         return _decode_any(encoded)
@@ -44,20 +46,24 @@ def decode_image(encoded: tf.Tensor, max_pixels: int = 0, on_refusal=None) -> tf
     # The common case takes one branch and decodes as without a limit; a GIF's frames
     # count too (its decoder holds them all: a 1 MB GIF of 300 frames took 1.2 GB).
     image = tf.cond(h * w > max_pixels,
-                    lambda: decode_above_limit(encoded, h, w, max_pixels, on_refusal),
+                    lambda: decode_above_limit(encoded, h, w, max_pixels, on_refusal,
+                                               name),
                     lambda: _decode_any(encoded, lambda: _decode_gif_within(
                         encoded, h, w, max_pixels, on_refusal)))
     image.set_shape([None, None, 3])
     return image
 
 
-def decode_above_limit(encoded, h, w, max_pixels: int, on_refusal=None) -> tf.Tensor:
+def decode_above_limit(encoded, h, w, max_pixels: int, on_refusal=None,
+                       name=None) -> tf.Tensor:
     """The rare branch of :func:`decode_image`, for an image whose header says ``h`` x
     ``w`` (int64) > ``max_pixels``: a baseline JPEG is decoded at the smallest reduced
     scale (1/2, 1/4, 1/8; libjpeg scales while decoding) that fits, with a warning; any
     other image is refused before decoding: ``on_refusal(why)`` (a callable returning an
     op, e.g. filing the reason in a table; optional) runs, then InvalidArgumentError(why).
-    The JPEG markers are walked only here."""
+    The warning names the image by ``name()`` when given (its file: the warning alone
+    does not say which of a dataset's images is that large). The JPEG markers are walked
+    only here."""
     h, w = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
     baseline_jpeg = tf.logical_and(tf.io.is_jpeg(encoded),
                                    tf.equal(jpeg_is_progressive(encoded), 0))
@@ -65,7 +71,7 @@ def decode_above_limit(encoded, h, w, max_pixels: int, on_refusal=None) -> tf.Te
     reducible = [tf.logical_and(f, baseline_jpeg) for f in fits]
     plan = tf.where(reducible[0], 0, tf.where(reducible[1], 1, tf.where(
         reducible[2], 2, len(JPEG_SCALES) - 1)))
-    branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels)
+    branches = [lambda r=r: _decode_reduced_jpeg(encoded, r, h, w, max_pixels, name)
                 for r in JPEG_SCALES[1:]]
     branches.append(lambda: _refuse(encoded, h, w, max_pixels, on_refusal))
     image = tf.switch_case(plan, branches)
@@ -103,10 +109,13 @@ def _decode_first_frame(encoded):
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
-def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels):
-    with tf.control_dependencies([tf.print(tf.strings.format(
-            "WARNING: a {}x{} JPEG ({} pixels) is above max_image_pixels={}: decoded at "
-            "1/{} scale", (w, h, h * w, max_pixels, ratio)), output_stream=sys.stderr)]):
+def _decode_reduced_jpeg(encoded, ratio, h, w, max_pixels, name=None):
+    what = tf.strings.format("a {}x{} JPEG ({} pixels) is above --max_image_pixels={}: "
+                             "decoded at 1/{} scale", (w, h, h * w, max_pixels, ratio))
+    if name is not None:
+        what = tf.strings.join([name(), ": ", what])
+    warn = tf.print(tf.strings.join(["WARNING: ", what]), output_stream=sys.stderr)
+    with tf.control_dependencies([warn]):
         return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
 
 

@@ -155,6 +155,23 @@ def test_train_error_policy_names_the_unreadable_file(tmp_path, enforced, bad):
     assert "--bad_images=skip" in line
 
 
+def test_train_names_skipped_files_and_large_images(tmp_path, enforced):
+    """The skip policy's warnings, and the warning of an image decoded at reduced scale
+    (above --max_image_pixels), name their files."""
+    root = _flat(tmp_path)
+    denied, loop = _bad_files(root / "red_square")
+    large = root / "blue_bar" / "large.jpg"
+    large.write_bytes(encode(image_array(2, 480, 640), "JPEG"))
+    proc = _command("train", f"--dataset=folder:{root}", *ONE_EPOCH, "--max_image_pixels=100000",
+                    "--train_split=all", "--eval_split=all", f"--workdir={tmp_path / 'run'}",
+                    cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"skipping bad image {denied} ({DENIED_REASON}" in proc.stderr
+    assert f"skipping bad image {loop} ({LOOP_REASON}" in proc.stderr
+    assert (f"WARNING: {large}: a 640x480 JPEG (307200 pixels) is above "
+            "--max_image_pixels=100000: decoded at 1/2 scale") in proc.stderr
+
+
 # ------------------------------------------------------------------ in-process
 def _loop_folder(tmp_path):
     root = make_folder(tmp_path, classes=("a", "b"), per_class=3, splits=("train",),
@@ -193,3 +210,20 @@ def test_error_policy_in_a_function_names_the_file_in_one_line(tmp_path):
                        "--bad_images=skip to skip such files (they are counted, and the "
                        "first ones named)")
     assert interface.bad_images_failure("Graph execution error:\n\nsomething else") is None
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_reduced_scale_warning_names_the_file(tmp_path, capfd, training):
+    root = make_folder(tmp_path, classes=("a",), per_class=2, splits=("train",))
+    large = tmp_path / "train" / "a" / "large.jpg"
+    large.write_bytes(encode(image_array(0, 480, 640), "JPEG"))
+    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=16, max_image_pixels=100_000)
+    inp = data.build_input(cfg, "train", training=training, global_batch_size=3)
+    for _ in inp.input_fn(None).take(1):
+        pass
+    if not training:
+        list(data.iterate_uint8(cfg, "train", 100))
+    err = capfd.readouterr().err
+    warning = (f"WARNING: {large}: a 640x480 JPEG (307200 pixels) is above "
+               "--max_image_pixels=100000: decoded at 1/2 scale")
+    assert warning in err, err[-2000:]
