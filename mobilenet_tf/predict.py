@@ -4,7 +4,9 @@
 
 --model: a run directory, a .keras file, an exported SavedModel dir or a .tflite file.
 Text: one line per image, ``PATH: NAME SCORE, NAME SCORE, ...`` best first (a name with a
-comma is written as a JSON string: ``"a, b" 0.5000``). --json: one JSON object per image
+comma is written as a JSON string: ``"a, b" 0.5000``; so is a path holding a comma,
+``: ``, a quote, a line break or another unprintable character, so that every image is
+one line that reads back). --json: one JSON object per image
 per line (JSON Lines) with the path and ``top_k``: label (as in labels.txt), name (its
 display name: ImageNet synset IDs become class names), class index and probability; or
 the path and ``error`` for an unreadable file. Unreadable images are reported by name
