@@ -20,7 +20,8 @@ EXIT_INTERNAL = 70      # a bug (EX_SOFTWARE): the message asks for --debug and 
 _SPACE = (errno.ENOSPC, errno.EDQUOT)
 _ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
 _TF_ERRORS = "tensorflow.python.framework.errors_impl"
-_NOT_THE_CAUSE = ("Graph execution error:", "Detected at node", "File ")
+_NOT_THE_CAUSE = ("Graph execution error:", "Detected at node", "File ",
+                  "<stack traces unavailable>")
 _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
 
@@ -79,6 +80,11 @@ def _lost_worker(err: BaseException) -> str | None:
 
 
 def _tf_op_error(name: str, err: BaseException) -> tuple[str, int] | None:
+    from mobilenet_tf.data.interface import bad_images_failure  # no TensorFlow there
+
+    bad_images = bad_images_failure(str(getattr(err, "message", None) or err))
+    if bad_images:  # --bad_images=error, raised inside the input pipeline's graph
+        return bad_images, EXIT_USAGE
     text = first_line(err)
     if is_disk_full(err):
         return (f"{text}: free some space (or raise the quota) and run the same command "

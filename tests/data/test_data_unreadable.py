@@ -155,6 +155,19 @@ def test_train_error_policy_names_the_unreadable_file(tmp_path, enforced, bad):
     assert "--bad_images=skip" in line
 
 
+def test_train_error_policy_names_a_bad_file_met_by_the_evaluation(tmp_path, enforced):
+    """The bad file is in the evaluation split: the failure comes out of the training
+    loop's evaluation step, whose TensorFlow error has no stack to show."""
+    root = tmp_path / "data"
+    make_folder(root, per_class=2, splits=("train", "validation"), exts=("jpg",))
+    path = _denied(root / "validation" / "cat")
+    proc = _command("train", f"--dataset=folder:{root}", *FAST, "--epochs=1",
+                    "--batch_size=2", "--bad_images=error",
+                    f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
+    line = _error_line(proc)
+    assert f"--bad_images=error: bad image {path} ({DENIED_REASON})" in line, line
+
+
 def test_train_names_skipped_files_and_large_images(tmp_path, enforced):
     """The skip policy's warnings, and the warning of an image decoded at reduced scale
     (above --max_image_pixels), name their files."""
