@@ -77,7 +77,9 @@ def random_resized_crop(data, size, seed, area_range=(0.08, 1.0),
     else:
         image = crop_decoded(data)
     image.set_shape([None, None, 3])
-    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+    # uint8 in, float32 out: the resize reads the pixels it needs, with no float copy of
+    # the whole crop (center_crop_and_resize says why).
+    return tf.image.resize(image, size, method="bilinear")
 
 
 def random_flip(image, seed):
