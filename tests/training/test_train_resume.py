@@ -156,6 +156,26 @@ def test_fewer_epochs_than_the_steps_done_are_refused_and_change_nothing(two_epo
     assert _without_lock(helpers.tree_state(workdir)) == before
 
 
+def test_a_run_killed_after_its_last_step_resumes_saying_so(two_epochs, tmp_path, capsys):
+    workdir = _copy(two_epochs, tmp_path)
+    os.remove(os.path.join(workdir, "summary.json"))
+    capsys.readouterr()
+    assert _train(workdir, epochs=2, verbose=2)["steps"] == 16
+    out = capsys.readouterr().out
+    assert "(step 16, after its last step)" in out and "epoch 3" not in out, out
+
+
+def test_a_record_that_cannot_be_used_is_refused_in_sentences(two_epochs, tmp_path):
+    workdir = _copy(two_epochs, tmp_path)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write("{")
+    with pytest.raises(ResumeRefused) as e:
+        _train(workdir, epochs=3)
+    message = str(e.value)
+    assert ". To start over, use a new --workdir" in message, message
+    assert "repeat the recorded options" not in message  # they cannot be read
+
+
 def test_deleting_the_lock_file_does_not_let_a_second_trainer_in(tmp_path):
     workdir = str(tmp_path / "run")
     with RunLock(workdir):
