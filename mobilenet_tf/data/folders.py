@@ -23,8 +23,8 @@ from absl import logging
 from mobilenet_tf.data.source_base import (Source, class_slice_positions, indexed,
                                            remap_to, shard_indices)
 from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, HOLDOUT_SEED,
-                                     IMAGE_EXTENSIONS, flat_split_part, holdout_count,
-                                     parse_split)
+                                     IMAGE_EXTENSIONS, EmptySplit, flat_split_part,
+                                     holdout_count, parse_split)
 
 
 def _visible(names):
@@ -194,7 +194,7 @@ class FolderSource(Source):
         if len(keep) == 0:
             why = (f" (--holdout_fraction={holdout_fraction} holds out no images)"
                    if self.layout == "classes" and part == "validation" else "")
-            raise ValueError(f"--dataset={spec}: split {split!r} selects no images{why}")
+            raise EmptySplit(f"--dataset={spec}: split {split!r} selects no images{why}")
         if class_names is None:
             self.class_names = list(classes)
             remap = np.arange(len(classes), dtype=np.int32)
@@ -203,6 +203,7 @@ class FolderSource(Source):
             remap = remap_to(self.class_names, classes, f"--dataset={spec} split {split!r}")
         self.paths = [paths[k] for k in keep]  # a list: no fixed-width copy of 1M+ paths
         self.labels = remap[labels[keep]]
+        self.class_counts = np.bincount(self.labels, minlength=len(self.class_names))
         self.num_examples = len(self.paths)
 
     @staticmethod

@@ -120,6 +120,7 @@ class InputPipeline:
     split: str = "train"
     training: bool = True
     global_batch_size: int = 64
+    class_counts: Optional[np.ndarray] = None  # examples per class, where the source knows
 
     @property
     def num_classes(self) -> int:
@@ -353,7 +354,8 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
     return InputPipeline(class_names=list(source.class_names),
                          num_examples=int(source.num_examples), input_fn=input_fn,
                          bad_images=bad, split=split, training=training,
-                         global_batch_size=int(global_batch_size))
+                         global_batch_size=int(global_batch_size),
+                         class_counts=source.class_counts)
 
 
 def iterate_uint8(cfg: DataConfig, split: str, limit: int, class_names=None):

@@ -62,6 +62,7 @@ class Source:
     order (``shuffle=False``), or shuffled (``shuffle=True``; may be endless)."""
 
     encoded: bool = True  # records hold encoded bytes (else uint8 images)
+    class_counts = None  # examples of each class in the split (numpy), where known
     class_names: list
     num_examples: int
 

@@ -36,7 +36,7 @@ from mobilenet_tf.data.folders import FolderSource
 from mobilenet_tf.data.labels import LABELS_FILE, parse_labels
 from mobilenet_tf.data.source_base import (Source, class_slice_positions, indexed,
                                            remap_to, shard_indices)
-from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, SPLIT_PLACEHOLDER,
+from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, SPLIT_PLACEHOLDER, EmptySplit,
                                      parse_dataset_spec, parse_split)
 
 
@@ -50,7 +50,7 @@ class SyntheticSource(Source):
         all_labels = synthetic.labels(num_examples, num_classes)
         keep = class_slice_positions(all_labels, num_classes, self.split, seed, names)
         if len(keep) == 0:
-            raise ValueError(f"split {split!r} of --dataset=synthetic selects no examples "
+            raise EmptySplit(f"split {split!r} of --dataset=synthetic selects no examples "
                              f"(--synthetic_num_examples={num_examples})")
         self.images, labels = synthetic.generate(num_examples, num_classes, image_size,
                                                  seed=seed, split=self.split.name,
@@ -63,6 +63,7 @@ class SyntheticSource(Source):
             self.labels = remap_to(self.class_names, names,
                                     f"--dataset=synthetic split {split!r}")[labels]
         self.names = np.array([f"synthetic/{self.split.name}#{i}" for i in keep])
+        self.class_counts = np.bincount(self.labels, minlength=len(self.class_names))
         self.num_examples = len(keep)
 
     def num_files(self):
@@ -119,7 +120,7 @@ class TFRecordSource(Source):
         names = self._names(labels, synsets, num_classes, os.path.dirname(files[0]), spec)
         keep = class_slice_positions(labels, num_classes, self.split, seed, names)
         if len(keep) == 0:
-            raise ValueError(f"--dataset={spec}: split {split!r} selects no records")
+            raise EmptySplit(f"--dataset={spec}: split {split!r} selects no records")
         if class_names is None:
             self.class_names = names
             remap = np.arange(num_classes, dtype=np.int32)
@@ -143,6 +144,7 @@ class TFRecordSource(Source):
         mask = np.zeros(len(labels), bool)
         mask[keep] = True
         self.keep_mask = None if mask.all() else mask
+        self.class_counts = np.bincount(remap[labels[keep]], minlength=len(self.class_names))
         self.num_examples = len(keep)
 
     @staticmethod
@@ -292,7 +294,7 @@ class TFDSSource(Source):
             self._num_files = 1
             self.num_examples = self._count(split, spec)
         if self.num_examples <= 0:
-            raise ValueError(f"--dataset={spec}: split {split!r} is empty")
+            raise EmptySplit(f"--dataset={spec}: split {split!r} is empty")
 
     def _count(self, split, spec):
         try:

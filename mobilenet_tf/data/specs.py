@@ -21,6 +21,11 @@ HOLDOUT_SEED = 20170417  # the permutation behind 'train'/'validation' of a flat
 DEFAULT_HOLDOUT_FRACTION = 0.1
 
 
+class EmptySplit(ValueError):
+    """A split that selects no examples of its dataset (a ValueError naming --dataset):
+    the trainer names --train_split/--eval_split and says what would hold some."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     kind: str  # "synthetic" | "tfds" | "folder" | "tfrecord"

@@ -35,22 +35,17 @@ def build_inputs(config: TrainConfig):
 
     A resumed run restarts the seeded example order (the input pipeline is not
     checkpointed: its shuffle buffer would be as large as the images it holds); the
-    epoch, step and learning-rate position resume exactly.
+    epoch, step and learning-rate position resume exactly. Inputs that cannot be learned
+    (one class, a class or a held-out split without images) are refused here
+    (``data.learnable``).
     """
-    from mobilenet_tf import data
+    from mobilenet_tf.data import learnable
 
     if config.data is None:
         raise ValueError("TrainConfig.data is None: set it to a data.DataConfig (the "
                          "--dataset flags), or pass train_input/eval_input objects")
-    data_cfg = config.data_config()
-    train = data.build_input(data_cfg, split=config.train_split, training=True,
-                             global_batch_size=config.batch_size)
-    evaluation = None
-    if config.eval_split:
-        evaluation = data.build_input(data_cfg, split=config.eval_split, training=False,
-                                      global_batch_size=config.batch_size,
-                                      class_names=train.class_names)
-    return train, evaluation
+    return learnable.build_training_inputs(config.data_config(), config.train_split,
+                                           config.eval_split, config.batch_size)
 
 
 class RunState:
