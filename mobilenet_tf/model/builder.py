@@ -144,27 +144,29 @@ def _top(x, include_top, pooling, dropout, num_classes, classifier_activation):
     return x
 
 
-def imagenet_weights_path(alpha: float, rows: int, include_top: bool) -> str:
-    """Path of Keras' published ImageNet MobileNet file, from the Keras cache or download.
+def imagenet_weights_path(alpha: float, rows: int, include_top: bool,
+                          instead: str = "pass weights=<path to a weights file>") -> str:
+    """Path of Keras' published ImageNet MobileNet file, from the Keras cache
+    (``$KERAS_HOME/models/``, default ``~/.keras/models/``, read when called) or
+    downloaded into it by ``keras.utils.get_file``. ``instead``: the error's last advice.
 
     Keras publishes weights for square inputs of 128/160/192/224 rows; other resolutions
     use the 224 file (the convolutions do not depend on the resolution).
     """
     rows = rows if rows in PAPER_RESOLUTIONS else 224
     file_name = f"mobilenet_{_ALPHA_TEXT[alpha]}_{rows}_tf{'' if include_top else '_no_top'}.h5"
-    cache_dir = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
-                             "models")
-    cached = os.path.join(cache_dir, file_name)
+    home = os.environ.get("KERAS_HOME", os.path.expanduser(os.path.join("~", ".keras")))
+    cached = os.path.join(home, "models", file_name)
     if os.path.exists(cached):
         return cached
     try:
         return keras.utils.get_file(file_name, KERAS_WEIGHTS_URL + file_name,
-                                    cache_subdir="models")
+                                    cache_subdir="models", cache_dir=home)
     except Exception as err:  # no network: say exactly which file to put where
         raise ValueError(
             f"weights='imagenet': could not download {KERAS_WEIGHTS_URL + file_name} "
             f"({type(err).__name__}: {err}). Offline, put that file at {cached} "
-            "(or set KERAS_HOME), or pass weights=<path to a weights file>."
+            f"(Keras looks in $KERAS_HOME/models/, default ~/.keras/models/), or {instead}."
         ) from err
 
 

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from mobilenet_tf.model.architecture import PAPER_ALPHAS
-from mobilenet_tf.model.builder import CLASSIFIER_LAYER, imagenet_weights_path
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER, imagenet_weights_path, mobilenet_v1
 
 IMAGENET = "imagenet"
 
@@ -89,11 +89,17 @@ def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224,
             raise ValueError(f"--initial_weights=imagenet: Keras publishes ImageNet weights "
                              f"for --alpha in {list(PAPER_ALPHAS)} only, not {alpha}; pass "
                              "a weights file instead")
+        make = (f"python -m mobilenet_tf.weights --alpha={alpha} --resolution={resolution}"
+                + ("" if include_top else " --noinclude_top") + " OUT.weights.h5")
         try:
-            return imagenet_weights_path(alpha, int(resolution), include_top=include_top)
+            return imagenet_weights_path(
+                alpha, int(resolution), include_top=include_top,
+                instead=f"pass --initial_weights=FILE, a file made by '{make}' where Keras "
+                        "can download (it writes Keras' file; --from_tflite=FILE converts "
+                        "Google's mobilenet_v1_*.tflite instead)")
         except ValueError as e:  # offline: the message names the file and where it goes
-            raise ValueError("--initial_weights=imagenet: " + " ".join(str(e).split())
-                             ) from None
+            message = " ".join(str(e).split()).removeprefix("weights='imagenet': ")
+            raise ValueError("--initial_weights=imagenet: " + message) from None
     if not isinstance(spec, (str, os.PathLike)) or not os.path.isfile(spec):
         raise ValueError(f"--initial_weights={spec!r}: no such file; use 'imagenet' or a "
                          ".weights.h5, .keras or .h5 file")
@@ -163,8 +169,10 @@ def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int =
     ``zero_new_classifier``: a classifier not loaded from the file starts at zero (uniform
     predictions, loss ln K) instead of its random init, whose logits on pretrained
     features are large and random; with it the head-only phase converges in about one
-    epoch (measured in docs/finetuning.md)."""
-    path = resolve_weights_path(spec, alpha, resolution)
+    epoch (measured in docs/finetuning.md). ``include_top``: for "imagenet", Keras' file
+    with its 1000-class classifier (what --classifier_init=source maps from) instead of
+    the no-top one."""
+    path = resolve_weights_path(spec, alpha, resolution, include_top=include_top)
     values = read_weight_file(path)
     loaded, not_loaded, tensors_loaded, tensors_total = [], {}, 0, 0
     for layer in model.layers:
@@ -201,3 +209,105 @@ def load_initial_weights(model, spec: str, alpha: float = 1.0, resolution: int =
     return LoadReport(spec=str(spec), path=path, sha256=file_sha256(path), loaded=loaded,
                       not_loaded=not_loaded, unused=unused, tensors_loaded=tensors_loaded,
                       tensors_total=tensors_total, source_classifier=source)
+
+
+# ----------------------------------------------------------------------------- making files
+def imagenet_model(alpha: float, resolution: int, include_top: bool = True):
+    """Our MobileNet-V1 (1000 classes, or no top) holding Keras' published ImageNet
+    weights for ``alpha`` and ``resolution`` (the Keras cache, or downloaded), and the
+    LoadReport; what ``python -m mobilenet_tf.weights`` saves."""
+    model = mobilenet_v1((resolution, resolution, 3), alpha=alpha, include_top=include_top,
+                         num_classes=1000, classifier_activation=None)
+    report = load_initial_weights(model, IMAGENET, alpha, resolution,
+                                  zero_new_classifier=False, include_top=include_top)
+    if report.not_loaded:
+        raise ValueError(f"{report.path}: layers {sorted(report.not_loaded)} did not load "
+                         f"into MobileNet alpha={alpha}: is it Keras' file?")
+    return model, report
+
+
+TFLITE_CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def tflite_model(path: str, include_top: bool = True):
+    """Our MobileNet-V1 holding the weights of a MobileNet-V1 ``.tflite`` (Google's
+    mobilenet_v1_{alpha}_{res}.tflite, float or quantized: dequantized here); alpha, the
+    input size and the class count are read from the file. Its batch norm is folded into
+    the convolutions' kernels and biases, so each BN layer gets gamma 1, beta = the folded
+    bias, mean 0, variance 1 - epsilon: an identity in inference mode (as the shared
+    files, ../shared/data/pretrained/README.md)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        ops = interpreter._get_ops_details()  # LiteRT's only view of the ops, in order
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"--from_tflite={path}: cannot read it as a TFLite model: "
+                         f"{' '.join(str(e).split())[:200]}") from None
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    convs = [op for op in ops if op["op_name"] in TFLITE_CONVOLUTIONS]
+    if len(convs) not in (27, 28):
+        raise ValueError(f"--from_tflite={path}: {len(convs)} convolutions; MobileNet-V1 "
+                         "has 27, and a classifier")
+    try:
+        arrays = [[_dequantized(interpreter, details[i]) if i >= 0 else None
+                   for i in op["inputs"][1:3]] for op in convs]
+    except ValueError as e:  # weights computed by the graph (float16 files)
+        raise ValueError(f"--from_tflite={path}: its weights are not constants "
+                         f"({' '.join(str(e).split())[:120]}); use the float or uint8 "
+                         "model") from None
+    has_top = len(convs) == 28
+    if include_top and not has_top:
+        raise ValueError(f"--from_tflite={path} has no classifier; use --noinclude_top")
+    _, rows, cols, _ = interpreter.get_input_details()[0]["shape"]
+    model = mobilenet_v1((int(rows), int(cols), 3), alpha=arrays[0][0].shape[0] / 32,
+                         include_top=include_top,
+                         num_classes=arrays[-1][0].shape[0] if has_top else 1000,
+                         classifier_activation=None)
+    layers = [layer for layer in model.layers if layer.name in _conv_names(model)]
+    for layer, op, (kernel, bias) in zip(layers, convs, arrays):
+        _set_folded(model, layer, op["op_name"], kernel, bias, path)
+    return model
+
+
+def _conv_names(model) -> set:
+    return {layer.name for layer in model.layers
+            if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D")}
+
+
+def _dequantized(interpreter, detail):
+    value = interpreter.get_tensor(detail["index"])
+    q = detail.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), np.float32)
+    if value.dtype.kind == "f" or not scales.size:
+        return value.astype(np.float32)
+    shape = [1] * value.ndim
+    if scales.size > 1:  # per channel
+        shape[q["quantized_dimension"]] = -1
+    zero = np.asarray(q["zero_points"], np.float32).reshape(shape)
+    return (value.astype(np.float32) - zero) * scales.reshape(shape)
+
+
+def _set_folded(model, layer, op_name, kernel, bias, path):
+    """One TFLite convolution into ``layer`` (and its batch norm, as an identity)."""
+    want = tuple(layer.kernel.shape)
+    if op_name == "CONV_2D":  # O H W I -> H W I O
+        kernel = np.transpose(kernel, (1, 2, 3, 0))
+    elif op_name == "DEPTHWISE_CONV_2D":  # 1 H W (C*M) -> H W C M
+        kernel = kernel[0]
+    else:  # FULLY_CONNECTED: K D -> 1 1 D K
+        kernel = kernel.T
+    if kernel.size != int(np.prod(want)) or (op_name == "CONV_2D" and kernel.shape != want):
+        raise ValueError(f"--from_tflite={path}: {op_name} kernel {kernel.shape} does not "
+                         f"fit {layer.name} {want}: not a MobileNet-V1 (depth multiplier 1)")
+    kernel = kernel.reshape(want)
+    bias = np.zeros(want[-1] if op_name != "DEPTHWISE_CONV_2D" else int(np.prod(want[2:])),
+                     np.float32) if bias is None else bias
+    if layer.name == CLASSIFIER_LAYER:
+        layer.set_weights([kernel, bias])
+        return
+    layer.set_weights([kernel])
+    bn = model.get_layer(f"{layer.name}_bn")
+    ones = np.ones_like(bias)
+    bn.set_weights([ones, bias, np.zeros_like(bias), ones - bn.epsilon])

@@ -117,20 +117,133 @@ def test_errors_name_the_flag(tmp_path):
         pretrained.load_initial_weights(model, "imagenet", alpha=0.3)
 
 
-@pytest.mark.parametrize("include_top, name", [(False, "mobilenet_7_5_128_tf_no_top.h5"),
-                                               (True, "mobilenet_7_5_128_tf.h5")])
-def test_imagenet_offline_says_which_file_goes_where(tmp_path, monkeypatch, include_top,
-                                                     name):
+KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+
+
+def keras_file(home, alpha=0.25, rows=128, include_top=True, seed=5, name_rows=None):
+    """Keras' published file for (alpha, rows) as keras.applications names and writes it
+    (a Keras 2 weights-only .h5 under $KERAS_HOME/models/), from a randomized
+    keras.applications.MobileNet; returns (that model, the path)."""
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    model = keras.applications.MobileNet(input_shape=(rows, rows, 3), alpha=alpha,
+                                         include_top=include_top, weights=None,
+                                         classifier_activation=None)
+    _randomize(model, seed)
+    text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+    name = (f"mobilenet_{text}_{name_rows or rows}_tf"
+            f"{'' if include_top else '_no_top'}.h5")
+    os.makedirs(os.path.join(home, "models"), exist_ok=True)
+    path = os.path.join(home, "models", name)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return model, path
+
+
+def _no_download(*args, **kwargs):
+    raise OSError(f"no network (test): get_file{args}")
+
+
+@pytest.mark.parametrize("classifier_init", ["source", "zeros"])
+def test_imagenet_takes_the_keras_file_the_classifier_init_needs(tmp_path, monkeypatch,
+                                                                 classifier_init):
+    include_top = classifier_init == "source"  # as training.task.build_task asks
+    home = str(tmp_path / "kh")
+    source, path = keras_file(home, include_top=include_top)
+    keras.applications.MobileNet(input_shape=(128, 128, 3), alpha=0.25, weights=path,
+                                 include_top=include_top)  # Keras' own loader takes it
+    monkeypatch.setenv("KERAS_HOME", home)
+    monkeypatch.setattr(keras.utils, "get_file", _no_download)  # only the cached file
+    model = mobilenet_v1((128, 128, 3), alpha=0.25, num_classes=3)
+    report = pretrained.load_initial_weights(model, "imagenet", alpha=0.25, resolution=128,
+                                             include_top=include_top)
+    assert report.path == path and report.spec == "imagenet"
+    assert not report.backbone_not_loaded and not report.unused
+    want = {layer.name: layer.get_weights() for layer in source.layers}
+    for layer in model.layers:
+        if layer.weights and layer.name != "conv_preds":
+            for got, expected in zip(layer.get_weights(), want[layer.name]):
+                np.testing.assert_array_equal(got, expected)
+    if include_top:  # the file's 1000-class classifier, for --classifier_init=source
+        kernel, bias = report.source_classifier
+        assert kernel.shape == (1, 1, 256, 1000) and bias.shape == (1000,)
+        np.testing.assert_array_equal(kernel, want["conv_preds"][0])
+    else:
+        assert report.not_loaded == {"conv_preds": "not in the file"}
+        assert report.source_classifier is None
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.75, 0.5, 0.25])
+@pytest.mark.parametrize("rows", [128, 160, 192, 224])
+def test_imagenet_asks_keras_for_its_published_file(tmp_path, monkeypatch, alpha, rows):
+    home = str(tmp_path / "kh")
+    monkeypatch.setenv("KERAS_HOME", home)
+    calls = []
+
+    def get_file(fname, origin, **kwargs):
+        calls.append((fname, origin, kwargs))
+        return os.path.join(kwargs["cache_dir"], kwargs["cache_subdir"], fname)
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+    for include_top, name in ((True, f"mobilenet_{text}_{rows}_tf.h5"),
+                              (False, f"mobilenet_{text}_{rows}_tf_no_top.h5")):
+        path = pretrained.resolve_weights_path("imagenet", alpha, rows, include_top)
+        assert path == os.path.join(home, "models", name)
+        assert calls.pop() == (name, KERAS_URL + name, {"cache_subdir": "models",
+                                                        "cache_dir": home})
+
+
+def test_imagenet_online_downloads_once_then_uses_the_cache(tmp_path, monkeypatch):
+    home = str(tmp_path / "kh")
+    published = str(tmp_path / "published")
+    source, _ = keras_file(published, alpha=0.5, rows=160)
+    monkeypatch.setenv("KERAS_HOME", home)
+    calls = []
+
+    def get_file(fname, origin, cache_subdir, cache_dir):  # a download into the cache
+        calls.append(fname)
+        target = os.path.join(cache_dir, cache_subdir, fname)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(os.path.join(published, "models", fname), "rb") as f:
+            data = f.read()
+        with open(target, "wb") as f:
+            f.write(data)
+        return target
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    for _ in range(2):
+        model = mobilenet_v1((160, 160, 3), alpha=0.5, num_classes=5)
+        report = pretrained.load_initial_weights(model, "imagenet", 0.5, 160,
+                                                 include_top=True)
+        assert report.source_classifier[0].shape == (1, 1, 512, 1000)
+    assert calls == ["mobilenet_5_0_160_tf.h5"]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 160, 160, 3)).astype("float32")
+    features = keras.Model(model.input, model.get_layer("conv_pw_13_relu").output)
+    want = keras.Model(source.input, source.get_layer("conv_pw_13_relu").output)
+    np.testing.assert_allclose(features(x), want(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("include_top, name, make", [
+    (False, "mobilenet_7_5_128_tf_no_top.h5",
+     "python -m mobilenet_tf.weights --alpha=0.75 --resolution=128 --noinclude_top OUT"),
+    (True, "mobilenet_7_5_128_tf.h5",
+     "python -m mobilenet_tf.weights --alpha=0.75 --resolution=128 OUT")])
+def test_imagenet_offline_says_which_file_goes_where_and_what_to_pass(
+        tmp_path, monkeypatch, include_top, name, make):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    monkeypatch.setattr(keras.utils, "get_file", _no_download)
     want = tmp_path / "kh" / "models" / name
-    try:
-        path = pretrained.resolve_weights_path("imagenet", alpha=0.75, resolution=128,
-                                               include_top=include_top)
-    except ValueError as e:  # offline (the normal case here)
-        assert "\n" not in str(e) and str(want) in str(e)
-        assert str(e).startswith("--initial_weights=imagenet")
-    else:  # online: downloaded into the cache
-        assert path == str(want)
+    with pytest.raises(ValueError) as e:
+        pretrained.load_initial_weights(_tiny(3), "imagenet", alpha=0.75, resolution=128,
+                                        include_top=include_top)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("--initial_weights=imagenet: ")
+    assert f"put that file at {want} " in message and "$KERAS_HOME/models/" in message
+    assert "~/.keras/models/" in message and "pass --initial_weights=FILE" in message
+    assert make in message and "--from_tflite=FILE" in message
+    assert "weights=<path" not in message and "weights='imagenet'" not in message
 
 
 def _shared(name):
