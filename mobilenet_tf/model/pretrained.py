@@ -216,10 +216,16 @@ def imagenet_model(alpha: float, resolution: int, include_top: bool = True):
     """Our MobileNet-V1 (1000 classes, or no top) holding Keras' published ImageNet
     weights for ``alpha`` and ``resolution`` (the Keras cache, or downloaded), and the
     LoadReport; what ``python -m mobilenet_tf.weights`` saves."""
+    try:
+        path = imagenet_weights_path(
+            alpha, resolution, include_top, instead=f"convert Google's mobilenet_v1_"
+            f"{alpha}_{resolution}.tflite instead with --from_tflite=FILE")
+    except ValueError as e:
+        raise ValueError(" ".join(str(e).split()).removeprefix("weights='imagenet': ")
+                         ) from None
     model = mobilenet_v1((resolution, resolution, 3), alpha=alpha, include_top=include_top,
                          num_classes=1000, classifier_activation=None)
-    report = load_initial_weights(model, IMAGENET, alpha, resolution,
-                                  zero_new_classifier=False, include_top=include_top)
+    report = load_initial_weights(model, path, zero_new_classifier=False)
     if report.not_loaded:
         raise ValueError(f"{report.path}: layers {sorted(report.not_loaded)} did not load "
                          f"into MobileNet alpha={alpha}: is it Keras' file?")

@@ -12,7 +12,7 @@ import pytest
 from mobilenet_tf import cli
 from helpers import REPO
 
-CLIS = ("train", "evaluate", "export", "predict", "profile")
+CLIS = ("train", "evaluate", "export", "predict", "profile", "weights")
 QUICKSTART = os.path.join(REPO, "experiments", "quickstart.cfg")
 # No TF_CPP_MIN_LOG_LEVEL of the caller: the command lines' own default is tested.
 ENV = {k: v for k, v in os.environ.items() if k != cli.TF_LOG_ENV}
@@ -60,6 +60,12 @@ def _run(name, *args, timeout=120):
     ("profile", ["--alpha=-1"], "--alpha", "> 0"),
     ("profile", ["--resolution=16"], "--resolution", ">= 32"),
     ("profile", ["--variant=huge"], "--variant", "mobilenet"),
+    ("weights", ["--alpha=0.3", "out.weights.h5"], "--alpha", "Keras publishes"),
+    ("weights", ["--resolution=100", "out.weights.h5"], "--resolution", "Keras publishes"),
+    ("weights", ["out.h5"], "OUT", ".weights.h5"),
+    ("weights", [], "OUT", "one OUT file"),
+    ("weights", ["--from_tflite=/no/such.tflite", "out.weights.h5"], "--from_tflite",
+     "no such file"),
 ])
 def test_usage_error_is_short_and_names_the_flag(name, args, flag, valid):
     proc, stderr = _run(name, *args)
