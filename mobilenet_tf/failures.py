@@ -119,6 +119,8 @@ def describe(err: BaseException) -> tuple[str, int]:
                 EXIT_USAGE)
     if isinstance(err, OSError):
         return _os_error(err)
+    if isinstance(err, ValueError):  # the library's way to name a bad flag, file or data
+        return str(err) or type(err).__name__, EXIT_USAGE
     name = _tf_error(err)
     known = _tf_op_error(name, err) if name else None
     if known:

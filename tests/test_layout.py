@@ -10,7 +10,7 @@ import os
 from helpers import REPO
 
 PACKAGE = os.path.join(REPO, "mobilenet_tf")
-COMMANDS = {"train", "evaluate", "export", "predict", "profile"}
+COMMANDS = {"train", "evaluate", "export", "predict", "profile", "weights"}
 
 
 def _modules(*roots):

@@ -35,6 +35,7 @@ WORKER_LOST = ("Graph execution error:\n\nDetected at node while/CollectiveReduc
     (MemoryError(), 1, ["memory"]),
     (errors.ResumeRefused("changed --alpha"), 6, ["ResumeRefused", "--alpha"]),
     (errors.Interrupted("Ctrl-C: saved"), 130, ["Interrupted"]),
+    (ValueError("--alpha=0 is not valid: must be > 0"), 1, ["--alpha=0"]),
     (ZeroDivisionError("division by zero"), 70, ["internal error", "--debug"]),
 ])
 def test_every_failure_has_one_line_and_its_status(err, status, words):
