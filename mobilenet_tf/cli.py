@@ -31,8 +31,8 @@ silences the C++ INFO/WARNING/ERROR lines, e.g. ``failed call to cuInit`` on a m
 without a GPU), and ``load``/``quiet_native_stderr`` divert what native code writes to
 stderr while TensorFlow loads or the TFLite converter runs (``oneDNN custom operations are
 on``, ``All log messages before absl::InitializeLog()``, MLIR pass output); that text is
-shown if the block fails. ``--verbosity=0`` (or higher), or a ``TF_CPP_MIN_LOG_LEVEL`` set
-by the user, shows everything; ``quiet`` says which applies.
+shown if the block fails. ``--verbosity=0`` (or higher), or a user's ``TF_CPP_MIN_LOG_LEVEL``
+of 0 or 1, shows everything; 2 or 3 stays quiet (never overridden); ``quiet`` says which.
 """
 
 from __future__ import annotations
@@ -61,8 +61,16 @@ _group_of: dict[str, str] = {}  # flag name -> topic, for the flags of this prog
 _required: list[str] = []
 # A TF_CPP_MIN_LOG_LEVEL set by the user is theirs to decide: it is never overridden.
 user_tf_log_level = os.environ.get(TF_LOG_ENV)
+
+
+def asks_for_quiet(level: str | None) -> bool:
+    """Whether a TF_CPP_MIN_LOG_LEVEL (None: unset) asks for the quiet default: unset, 2 or
+    3; 0 and 1 show TensorFlow's lines, its start-up lines included."""
+    return level is None or level.strip() in ("2", "3")
+
+
 # Whether native stderr is diverted (``quiet_native_stderr``); ``configure_logging`` sets it.
-quiet = user_tf_log_level is None
+quiet = asks_for_quiet(user_tf_log_level)
 
 flags.DEFINE_bool("help", False, "Show this help: the flags of this command, by topic.",
                   short_name="h")
@@ -73,7 +81,7 @@ flags.DEFINE_bool("helpfull", False, "Show this help and the flags of the librar
 FLAGS["verbosity"].help = (
     "-1 (default): quiet, warnings and errors only, no TensorFlow C++ log lines; 0: also "
     "INFO messages and every TensorFlow/converter log line; 1: debug. A "
-    f"{TF_LOG_ENV} set in the environment also brings TensorFlow's lines back.")
+    f"{TF_LOG_ENV}=0 or 1 in the environment also shows them (2 or 3 does not).")
 # absl handles --flagfile itself (it is not in FLAGS); its entry in --help:
 _FLAGFILE_HELP = ["  --flagfile=FILE", textwrap.fill(
     "Read flags from FILE (one --name=value per line, # comments); a flag after it on the "
@@ -222,7 +230,7 @@ def configure_logging() -> None:
     verbose = verbosity >= absl_logging.INFO
     if user_tf_log_level is None:
         os.environ[TF_LOG_ENV] = "0" if verbose else "3"
-    quiet = user_tf_log_level is None and not verbose
+    quiet = asks_for_quiet(user_tf_log_level) and not verbose
     if not verbose:  # said by tf.data whenever a strategy distributes a dataset: not ours
         warnings.filterwarnings("ignore", category=UserWarning,
                                 message="To make it possible to preserve tf.data options")
