@@ -310,9 +310,12 @@ class RunSetup:
                 reporting.write_metrics_csv(self.files.metrics, metrics_history.rows())
 
     def write_hparams(self, writers: tb.Writers):
-        """The run's options, as TensorBoard's hparams plugin shows them (chief only)."""
+        """The run's options, as TensorBoard's hparams plugin shows them (chief only),
+        with the values used where a flag means "auto" (steps_per_epoch=0)."""
         if self.chief:
             tb.write_hparams(writers, self.config,
                              os.path.basename(os.path.abspath(self.files.workdir)),
                              has_validation=self.eval_input is not None,
-                             extra={"num_replicas": self.strategy.num_replicas_in_sync})
+                             used={"steps_per_epoch": self.spe,
+                                   "num_classes": self.num_classes,
+                                   "num_replicas": self.strategy.num_replicas_in_sync})

@@ -1,9 +1,11 @@
 """The images training writes for TensorBoard, rendered with Pillow: a labelled grid of
-augmented training inputs and a confusion matrix with axis titles and class names.
+augmented training inputs and a confusion matrix with class names.
 
-Both are drawn for TensorBoard's image cards (about 400-500 px wide by default): about
-560 px wide with 20-22 px text (12-15 px above 12 classes), so that the labels stay
-readable (about 12 px) when the card scales the image down. Class names are display names (``n01440764`` -> ``tench``).
+Both are drawn for the Time Series image card, which scales an image to fit a box of
+about 300 x 210 px (a card beside a scalar card, window 1400 px wide): small images
+(about 300 px wide, at most about 250 px tall for up to 10 classes) with 15-18 px text,
+so that the text stays about 13 px or more on the card. Class names are display names
+(``n01440764`` -> ``tench``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from PIL import Image, ImageDraw, ImageFont
 from mobilenet_tf.data import MEAN, STD
 from mobilenet_tf.data.labels import display_names
 
-WIDTH = 560  # px; TensorBoard shows images about 350-500 px wide
+WIDTH = 300  # px: the grid's width, about the card's
+MATRIX_SPAN = 200  # px: the matrix cells' side for up to 10 classes (larger cells fewer)
+CAPTION = 22  # px: a grid tile's caption line (16 px text)
 MAX_MATRIX_CLASSES = 30  # more classes: the ones with the most confusions
 BACKGROUND = (255, 255, 255)
 
@@ -46,8 +50,8 @@ def image_grid(images, labels, class_names, columns: int = 3) -> np.ndarray:
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
     tile = WIDTH // columns
-    caption = 28
-    fnt = font(20)
+    caption = CAPTION
+    fnt = font(CAPTION - 6)
     grid = Image.new("RGB", (columns * tile, rows * (tile + caption)), BACKGROUND)
     draw = ImageDraw.Draw(grid)
     for i, (img, name) in enumerate(zip(images, names)):
@@ -55,7 +59,7 @@ def image_grid(images, labels, class_names, columns: int = 3) -> np.ndarray:
         x, y = c * tile, r * (tile + caption)
         grid.paste(Image.fromarray(img).resize((tile - 4, tile - 4), Image.BILINEAR),
                    (x + 2, y + 2))
-        draw.text((x + 4, y + tile + 1), _fit(name, fnt, tile - 8), fill="black", font=fnt)
+        draw.text((x + 3, y + tile), _fit(name, fnt, tile - 4), fill="black", font=fnt)
     return np.asarray(grid)[None]
 
 
@@ -73,49 +77,43 @@ def matrix_classes(matrix: np.ndarray, limit: int = MAX_MATRIX_CLASSES) -> np.nd
 
 
 def confusion_matrix_image(matrix, class_names, limit: int = MAX_MATRIX_CLASSES) -> np.ndarray:
-    """Rows: true class, columns: predicted class; each row normalized (blue: correct,
-    red: confusions; counts drawn when the cells are large enough). [1,H,W,3] uint8."""
+    """Rows: true class (``i name``), columns: predicted class (``i``); each row normalized
+    (blue: correct, red: confusions; counts drawn when the cells are large enough).
+    [1,H,W,3] uint8, about 300 x 250 px up to 10 classes."""
     matrix = np.asarray(matrix, np.float64)
     shown = matrix_classes(matrix, limit)
     sub = matrix[np.ix_(shown, shown)]
     n = len(shown)
-    names = display_names([class_names[i] for i in shown])
-    label_px = 20 if n <= 12 else 15 if n <= 20 else 12
-    fnt, title_fnt = font(label_px), font(22)
-    margin = min(180, int(max(fnt.getlength(s) for s in names)) + 10)
-    top = 38  # title line
-    cell = max(8, (WIDTH - margin - 32) // n)
-    size_x = 32 + margin + n * cell + 4
-    size_y = top + margin + n * cell + 4
-    img = Image.new("RGB", (size_x, size_y), BACKGROUND)
-    draw = ImageDraw.Draw(img)
-    title = "predicted"
+    names = [f"{i} {name}" for i, name in
+             enumerate(display_names([class_names[i] for i in shown]))]
+    cell = max(14, min(60, MATRIX_SPAN // n))
+    label_px = max(11, min(18, cell - 2))
+    fnt, title_fnt = font(label_px), font(16)
+    margin = min(160, int(max(fnt.getlength(s) for s in names)) + 8)
+    titles = ["rows: true, columns: predicted"]
     if n < matrix.shape[0]:
-        title = f"predicted ({n} of {matrix.shape[0]} classes: the most confused)"
-    x0, y0 = 32 + margin, top + margin
-    draw.text((x0, 6), _fit(title, title_fnt, size_x - x0 - 4), fill="black", font=title_fnt)
-    true_title = Image.new("RGB", (n * cell, 26), BACKGROUND)
-    ImageDraw.Draw(true_title).text((n * cell // 2, 13), "true", fill="black",
-                                    font=title_fnt, anchor="mm")
-    img.paste(true_title.rotate(90, expand=True), (2, y0))
+        titles.append(f"{n} of {matrix.shape[0]} classes: the most confused")
+    x0, y0 = margin, 22 * len(titles) + label_px + 6
+    size_x = max(x0 + n * cell + 4, 240)
+    img = Image.new("RGB", (size_x, y0 + n * cell + 4), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for k, title in enumerate(titles):
+        draw.text((4, 3 + 22 * k), _fit(title, title_fnt, size_x - 8), fill="black",
+                  font=title_fnt)
     norm = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1)
-    count_fnt = font(max(10, min(18, cell // 2 - 2)))
+    count_fnt = font(max(10, min(18, cell // 2)))
     for i in range(n):
-        draw.text((32, y0 + i * cell + (cell - label_px) // 2),
-                  _fit(names[i], fnt, margin - 6), fill="black", font=fnt)
+        draw.text((4, y0 + i * cell + cell // 2), _fit(names[i], fnt, margin - 8),
+                  fill="black", font=fnt, anchor="lm")
+        draw.text((x0 + i * cell + cell // 2, y0 - 3), str(i), fill="black",
+                  font=font(min(label_px, int(cell * 0.7))), anchor="mb")
         for j in range(n):
             v = norm[i, j]
             shade = int(255 * (1 - v))
             color = (shade, shade, 255) if i == j else (255, shade, shade)
             x, y = x0 + j * cell, y0 + i * cell
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(200,) * 3)
-            if cell >= 26 and sub[i, j]:
-                draw.text((x + 3, y + (cell - count_fnt.size) // 2), str(int(sub[i, j])),
-                          fill="black" if v < 0.6 else "white", font=count_fnt)
-    for j in range(n):  # column labels, written upwards
-        label = Image.new("RGB", (margin - 4, label_px + 4), BACKGROUND)
-        ImageDraw.Draw(label).text((2, 0), _fit(names[j], fnt, margin - 10), fill="black",
-                                   font=fnt)
-        img.paste(label.rotate(90, expand=True),
-                  (x0 + j * cell + (cell - label_px - 4) // 2, top + 2))
+            if cell >= 30 and sub[i, j]:
+                draw.text((x + cell // 2, y + cell // 2), str(int(sub[i, j])),
+                          fill="black" if v < 0.6 else "white", font=count_fnt, anchor="mm")
     return np.asarray(img)[None]

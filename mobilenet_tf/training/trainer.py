@@ -137,7 +137,7 @@ class Trainer:
                 setup.eval_input.input_fn)
             self.evaluate_fn = train_steps.make_eval_loop(setup.strategy, state.model,
                                                           setup.num_classes)
-        self.writers = tb.Writers(setup.files.workdir, setup.chief)
+        self.writers = tb.Writers(setup.files.workdir, setup.chief, setup.num_classes)
         setup.write_hparams(self.writers)
         if setup.chief:
             tb.write_model_graph(self.writers, state.model, self.config.resolution,

@@ -81,7 +81,7 @@ def test_run_directory_models_logs_and_completed_run(tmp_path, capsys):
     assert np.mean(probs.argmax(1) == evaluation.labels) == pytest.approx(summary["top1"])
 
     tags = _tags(os.path.join(workdir, "logs"))
-    for tag in ("train/loss", "train/top1", "train/top5", "train/learning_rate",
+    for tag in ("train/loss", "train/top1", "train/epoch", "train/learning_rate",
                 "train/images_per_second", "val/top1", "train/augmented_images",
                 "val/confusion_matrix", "train_step", "_hparams_/session_start_info"):
         assert tag in tags, tag
