@@ -23,18 +23,26 @@ _TF_ERRORS = "tensorflow.python.framework.errors_impl"
 _NOT_THE_CAUSE = ("Graph execution error:", "Detected at node", "File ",
                   "<stack traces unavailable>")
 _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+_FREE_SPACE = "free some space (or raise the quota) and run the same command again."
+_FIX_PERMISSIONS = ("this user may not read or write it; fix its permissions or choose "
+                    "another path.")
 
 
-def first_line(err) -> str:
+def message(err: BaseException) -> str:
+    """The text of an exception (a TensorFlow error's ``message``, else ``str``)."""
+    return str(getattr(err, "message", None) or err)
+
+
+def first_line(err: BaseException) -> str:
     """The first line of an error's message that says what happened: without TensorFlow's
-    ``{{function_node ...}}`` prefix, nor the ``Graph execution error:`` heading and the
-    stack of the node that failed, which come before the cause."""
-    text = str(getattr(err, "message", None) or err).strip()
-    text = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", text)
+    ``{{function_node ...}}`` / ``{{node ...}}`` tags and ``[Op:Name]`` suffix, nor the
+    ``Graph execution error:`` heading and the stack of the node that failed, which come
+    before the cause; the type's name when the message is empty."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:[^\]]*\]?", "", message(err))
     for line in (line.strip() for line in text.splitlines()):
         if line and not line.startswith(_NOT_THE_CAUSE):
             return line
-    return repr(err)
+    return type(err).__name__
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -58,11 +66,9 @@ def _os_error(err: OSError) -> tuple[str, int]:
     reason = err.strerror or str(err)
     where = f"{path}: " if path else ""
     if err.errno in _SPACE:
-        return (f"{where}{reason}: free some space (or raise the quota) and run the same "
-                "command again.", EXIT_WRITE)
+        return f"{where}{reason}: {_FREE_SPACE}", EXIT_WRITE
     if err.errno in _ACCESS:
-        return (f"{where}{reason}: this user may not read or write it; fix its "
-                "permissions or choose another path.", EXIT_WRITE)
+        return f"{where}{reason}: {_FIX_PERMISSIONS}", EXIT_WRITE
     if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
                         FileExistsError)) or err.errno == errno.ELOOP:
         return f"{where}{reason}.", EXIT_USAGE
@@ -72,7 +78,7 @@ def _os_error(err: OSError) -> tuple[str, int]:
 def _lost_worker(err: BaseException) -> str | None:
     """Which task of the cluster an error names (``worker 1``), or ``a worker`` for a
     collective that was aborted; None when it names none."""
-    text = str(getattr(err, "message", None) or err)
+    text = message(err)
     task = _TASK.search(text)
     if task:
         return f"{task[1]} {task[2]}"
@@ -82,16 +88,14 @@ def _lost_worker(err: BaseException) -> str | None:
 def _tf_op_error(name: str, err: BaseException) -> tuple[str, int] | None:
     from mobilenet_tf.data.interface import bad_images_failure  # no TensorFlow there
 
-    bad_images = bad_images_failure(str(getattr(err, "message", None) or err))
+    bad_images = bad_images_failure(message(err))
     if bad_images:  # --bad_images=error, raised inside the input pipeline's graph
         return bad_images, EXIT_USAGE
     text = first_line(err)
     if is_disk_full(err):
-        return (f"{text}: free some space (or raise the quota) and run the same command "
-                "again.", EXIT_WRITE)
+        return f"{text}: {_FREE_SPACE}", EXIT_WRITE
     if name == "PermissionDeniedError":
-        return (f"{text}: this user may not read or write it; fix its permissions or "
-                "choose another path.", EXIT_WRITE)
+        return f"{text}: {_FIX_PERMISSIONS}", EXIT_WRITE
     worker = _lost_worker(err) if name in ("UnavailableError", "DeadlineExceededError",
                                            "AbortedError", "CancelledError") else None
     if worker:

@@ -12,7 +12,6 @@ stable when other classes are added or removed.
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from typing import Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mobilenet_tf.failures import first_line
 from mobilenet_tf.data.source_base import (Source, class_slice_positions, indexed,
                                            remap_to, shard_indices)
 from mobilenet_tf.data.specs import (DEFAULT_HOLDOUT_FRACTION, HOLDOUT_SEED,
@@ -39,9 +39,7 @@ def read_failure(err) -> str:
     """Why TensorFlow's file system could not read a path, from its error ("PATH;
     Permission denied" -> "permission denied"): the reason alone, for a message that names
     the path and the flag itself."""
-    text = " ".join(str(getattr(err, "message", None) or err).split())
-    text = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+|\s*\[Op:\w+\].*$", "", text)
-    reason = text.rsplit("; ", 1)[-1] or type(err).__name__
+    reason = first_line(err).rsplit("; ", 1)[-1]
     return reason[:1].lower() + reason[1:]
 
 

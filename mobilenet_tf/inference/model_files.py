@@ -19,6 +19,7 @@ import os
 import re
 
 from mobilenet_tf.data import labels as labels_lib
+from mobilenet_tf.failures import first_line
 
 EXPORT_REMEDY = "export one with python -m mobilenet_tf.export"
 LABELS_FORM = "one class name per line, line i = class i"
@@ -26,16 +27,6 @@ SAVED_MODEL_FILE = "saved_model.pb"
 # The models in an export directory (serving.exporter's layout) and its report.
 _EXPORTED_MODEL = re.compile(r"^(saved_model|model_\w+\.tflite)$")
 EXPORT_REPORT = "export_report.json"
-
-
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's message (the parsers add hints below
-    it that do not apply here), or its type's name."""
-    text = getattr(err, "message", None) or str(err)
-    # TensorFlow's op errors start with {{function_node ...}} and end with [Op:Name]
-    text = re.sub(r"\{\{.*?\}\}|\[Op:[^\]]*\]?", "", str(text))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 # ----------------------------------------------------------------------------- TFLite

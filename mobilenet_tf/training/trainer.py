@@ -267,9 +267,9 @@ class Trainer:
         return path
 
     def _preempted(self, step, signal_name):
-        """SIGTERM or Ctrl-C: checkpoint now, except in a multi-worker cluster, where saving is a
-        collective that the other workers (not signalled) would not join; there the
-        run resumes from the last periodic checkpoint."""
+        """SIGTERM or Ctrl-C: checkpoint now, except in a multi-worker cluster, where
+        saving is a collective that the other workers (not signalled) would not join;
+        there the run resumes from the last periodic checkpoint."""
         if isinstance(self.setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             saved = f"the latest checkpoint is {self.state.store.latest_path}"
         else:
