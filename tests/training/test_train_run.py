@@ -144,6 +144,16 @@ def _checkpoint_step(workdir):
         "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def _signal_after_first_checkpoint(workdir, config, signum):
+    """Starts the helper run (checkpoints every 3 steps), sends ``signum`` once the step-3
+    checkpoint exists and waits for the run to end; (process, its output)."""
+    proc = _helper(workdir, config)
+    _wait_for(os.path.join(workdir, "checkpoints", "ckpt-3.index"), proc)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    return proc, out
+
+
 def test_resume_after_sigterm_and_sigkill_ends_with_same_steps(tmp_path):
     config = dict(TINY, epochs=5, steps_per_epoch=8, steps_per_loop=1,
                   checkpoint_every_steps=3, ema_decay=0.9, optimizer="rmsprop", verbose=2)
@@ -151,10 +161,7 @@ def test_resume_after_sigterm_and_sigkill_ends_with_same_steps(tmp_path):
     ckpt = os.path.join(workdir, "checkpoints", "ckpt-{}.index")
 
     # SIGTERM (preemption): the run writes a checkpoint where it is and exits.
-    proc = _helper(workdir, config)
-    _wait_for(ckpt.format(3), proc)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    proc, out = _signal_after_first_checkpoint(workdir, config, signal.SIGTERM)
     assert proc.returncode == 4 and "SIGTERM received: saved a checkpoint" in out, out[-3000:]
     termed_at = _checkpoint_step(workdir)
     assert 3 <= termed_at < 40
@@ -195,10 +202,7 @@ def test_ctrl_c_saves_a_checkpoint_and_a_second_one_stops_at_once(tmp_path):
                   checkpoint_every_steps=3, optimizer="rmsprop", verbose=2)
     workdir = str(tmp_path / "interrupted")
     ckpt = os.path.join(workdir, "checkpoints", "ckpt-{}.index")
-    proc = _helper(workdir, config)
-    _wait_for(ckpt.format(3), proc)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    proc, out = _signal_after_first_checkpoint(workdir, config, signal.SIGINT)
     assert proc.returncode == 130, out[-3000:]
     assert "Ctrl-C: saved a checkpoint at step" in out and "Traceback" not in out, out[-3000:]
     assert "press Ctrl-C again" in out
