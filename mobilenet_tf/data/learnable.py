@@ -86,8 +86,10 @@ def _check_each_class(inp, flag: str, split: str, cfg: DataConfig, role: str) ->
     if inp is None or inp.class_counts is None:
         return
     empty = [n for n, c in zip(inp.class_names, inp.class_counts) if c == 0]
+    if not empty:  # the usual case: no second listing of the folder (``_carving``)
+        return
     how, need = _carving(flag, split, cfg)
-    if not empty or need is None:
+    if need is None:
         return
     more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
     raise ValueError(
