@@ -145,10 +145,13 @@ def _top(x, include_top, pooling, dropout, num_classes, classifier_activation):
 
 
 def imagenet_weights_path(alpha: float, rows: int, include_top: bool,
-                          instead: str = "pass weights=<path to a weights file>") -> str:
+                          instead: str = "pass weights=<path to a weights file>",
+                          asked_as: str = "weights='imagenet'") -> str:
     """Path of Keras' published ImageNet MobileNet file, from the Keras cache
     (``$KERAS_HOME/models/``, default ``~/.keras/models/``, read when called) or
-    downloaded into it by ``keras.utils.get_file``. ``instead``: the error's last advice.
+    downloaded into it by ``keras.utils.get_file``. The error (one line) starts with
+    ``asked_as`` (how the caller's user asked for the file; "" for nothing) and ends with
+    ``instead``, the last advice.
 
     Keras publishes weights for square inputs of 128/160/192/224 rows; other resolutions
     use the 224 file (the convolutions do not depend on the resolution).
@@ -163,11 +166,12 @@ def imagenet_weights_path(alpha: float, rows: int, include_top: bool,
         return keras.utils.get_file(file_name, KERAS_WEIGHTS_URL + file_name,
                                     cache_subdir="models", cache_dir=home)
     except Exception as err:  # no network: say exactly which file to put where
-        raise ValueError(
-            f"weights='imagenet': could not download {KERAS_WEIGHTS_URL + file_name} "
-            f"({type(err).__name__}: {err}). Offline, put that file at {cached} "
-            f"(Keras looks in $KERAS_HOME/models/, default ~/.keras/models/), or {instead}."
-        ) from err
+        message = (
+            f"could not download {KERAS_WEIGHTS_URL + file_name} ({type(err).__name__}: "
+            f"{err}). Offline, put that file at {cached} (Keras looks in "
+            f"$KERAS_HOME/models/, default ~/.keras/models/), or {instead}.")
+        raise ValueError(" ".join(f"{asked_as + ': ' if asked_as else ''}{message}".split())
+                         ) from err
 
 
 def _check_input_shape(input_shape):

@@ -91,15 +91,12 @@ def resolve_weights_path(spec: str, alpha: float = 1.0, resolution: int = 224,
                              "a weights file instead")
         make = (f"python -m mobilenet_tf.weights --alpha={alpha} --resolution={resolution}"
                 + ("" if include_top else " --noinclude_top") + " OUT.weights.h5")
-        try:
-            return imagenet_weights_path(
-                alpha, int(resolution), include_top=include_top,
-                instead=f"pass --initial_weights=FILE, a file made by '{make}' where Keras "
-                        "can download (it writes Keras' file; --from_tflite=FILE converts "
-                        "Google's mobilenet_v1_*.tflite instead)")
-        except ValueError as e:  # offline: the message names the file and where it goes
-            message = " ".join(str(e).split()).removeprefix("weights='imagenet': ")
-            raise ValueError("--initial_weights=imagenet: " + message) from None
+        return imagenet_weights_path(  # offline: its error names the file and where it goes
+            alpha, int(resolution), include_top=include_top,
+            asked_as="--initial_weights=imagenet",
+            instead=f"pass --initial_weights=FILE, a file made by '{make}' where Keras "
+                    "can download (it writes Keras' file; --from_tflite=FILE converts "
+                    "Google's mobilenet_v1_*.tflite instead)")
     if not isinstance(spec, (str, os.PathLike)) or not os.path.isfile(spec):
         raise ValueError(f"--initial_weights={spec!r}: no such file; use 'imagenet' or a "
                          ".weights.h5, .keras or .h5 file")
@@ -216,13 +213,9 @@ def imagenet_model(alpha: float, resolution: int, include_top: bool = True):
     """Our MobileNet-V1 (1000 classes, or no top) holding Keras' published ImageNet
     weights for ``alpha`` and ``resolution`` (the Keras cache, or downloaded), and the
     LoadReport; what ``python -m mobilenet_tf.weights`` saves."""
-    try:
-        path = imagenet_weights_path(
-            alpha, resolution, include_top, instead=f"convert Google's mobilenet_v1_"
-            f"{alpha}_{resolution}.tflite instead with --from_tflite=FILE")
-    except ValueError as e:
-        raise ValueError(" ".join(str(e).split()).removeprefix("weights='imagenet': ")
-                         ) from None
+    path = imagenet_weights_path(
+        alpha, resolution, include_top, asked_as="", instead=f"convert Google's "
+        f"mobilenet_v1_{alpha}_{resolution}.tflite instead with --from_tflite=FILE")
     model = mobilenet_v1((resolution, resolution, 3), alpha=alpha, include_top=include_top,
                          num_classes=1000, classifier_activation=None)
     report = load_initial_weights(model, path, zero_new_classifier=False)
