@@ -303,9 +303,11 @@ def _options(deterministic: bool) -> tf.data.Options:
 
 
 def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
-                global_batch_size: int = 64, class_names=None) -> InputPipeline:
+                global_batch_size: int = 64, class_names=None,
+                shuffle: Optional[bool] = None) -> InputPipeline:
     """Resolves ``cfg.dataset``/``split`` now (ValueError naming the flag on any problem)
-    and returns the :class:`InputPipeline`; see the module docstring for the semantics."""
+    and returns the :class:`InputPipeline`; see the module docstring for the semantics.
+    ``shuffle``: the example order (default: shuffled for training only)."""
     if not isinstance(cfg, DataConfig):
         raise ValueError(f"build_input needs a DataConfig, got {type(cfg).__name__}")
     if int(global_batch_size) < 1:
@@ -324,7 +326,10 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
             input_context = tf.distribute.InputContext()
         n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
         batch = input_context.get_per_replica_batch_size(global_batch_size)
-        records = source.dataset(n, i, shuffle=training, seed=cfg.seed * 7919 + i)
+        shuffled = training if shuffle is None else shuffle
+        records = source.dataset(n, i, shuffle=shuffled, seed=cfg.seed * 7919 + i)
+        if shuffled and not training:  # one pass over the examples, in a shuffled order
+            records = records.take(-(-source.num_examples // n))
         if training:
             records = records.repeat()
             seeds = tf.data.Dataset.random(seed=cfg.seed * 7919 + i).batch(2)

@@ -159,6 +159,9 @@ class RunSummary:
     ema: bool
     num_replicas: int
     bad_images: int
+    # Fine-tuning with a new classifier: the head-only baseline's top-1 on the same
+    # held-out photos (training.linear_probe); None when not measured.
+    baseline_top1: Optional[float] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

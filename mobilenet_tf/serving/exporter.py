@@ -188,6 +188,8 @@ def export(config: ExportConfig) -> dict:
         "keras": {"top1": float(np.mean(np.argmax(keras_probs, 1) == ver_labels)),
                   "size_bytes": os.path.getsize(checkpoint_path)},
         "saved_model": None, "tflite": {}, "calibration": None,
+        "fine_tuning": export_report.fine_tuning(record, run_record.read_summary(
+            config.workdir)),
     }
     calibration = None
     if "tflite" in config.formats and "int8" in config.quantize:

@@ -89,6 +89,23 @@ def _advisory_checks(report: dict) -> list[dict]:
     return checks
 
 
+def fine_tuning(record, summary) -> dict | None:
+    """What fine-tuning bought (the run's top-1 and the head-only baseline's, on the
+    run's held-out photos), or None when the run did not measure the baseline."""
+    baseline = (record.weights.source or {}).get("baseline") or {}
+    if summary is None or summary.top1 is None or baseline.get("eval_top1") is None:
+        return None
+    return {"top1": summary.top1, "baseline_top1": baseline["eval_top1"],
+            "points": 100 * (summary.top1 - baseline["eval_top1"]),
+            "eval_split": summary.eval_split, "eval_examples": summary.eval_examples}
+
+
+def fine_tuning_line(ft: dict) -> str:
+    return (f"**Fine-tuning (the run's {ft['eval_examples']} `{ft['eval_split']}` photos, "
+            f"final weights): fine-tuned {100 * ft['top1']:.1f}%, head-only baseline "
+            f"{100 * ft['baseline_top1']:.1f}%, {ft['points']:+.1f} points**")
+
+
 def format_report(report: dict) -> str:
     """The human-readable export_report.md."""
     lines = ["# Export report", "",
@@ -104,6 +121,8 @@ def format_report(report: dict) -> str:
         lines.append(f"- int8 calibration: {c['num_images']} images of `{c['dataset']}` "
                      f"split `{c['split']}`")
     lines.append("")
+    if report.get("fine_tuning"):
+        lines += [fine_tuning_line(report["fine_tuning"]), ""]
     if "int8_top1_change_points" in report:
         change = report["int8_top1_change_points"]
         lines += [f"**int8 top-1 change vs {report['int8_reference']}: {change:+.2f} points** "

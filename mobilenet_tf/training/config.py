@@ -17,7 +17,7 @@ from mobilenet_tf.model.architecture import (BLOCKS, MIN_RESOLUTION, MODEL_OPTIO
 from mobilenet_tf.options import option as _field, require_valid, require_finite
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-CLASSIFIER_INITS = ("zeros", "source")
+CLASSIFIER_INITS = ("zeros", "source", "linear_probe")
 SCHEDULES = ("exponential", "cosine", "constant")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -49,11 +49,24 @@ class TrainConfig:
                                   "predictions) or 'source' (the file's own classifier, "
                                   "mapped onto the new classes by what it predicts on "
                                   "~50 training images per class, 4,096 at most; for "
-                                  "'imagenet', Keras' file with the classifier).", "model")
+                                  "'imagenet', Keras' file with the classifier) or "
+                                  "'linear_probe' (the head-only baseline's logistic "
+                                  "regression on the training photos' frozen features: "
+                                  "LP-FT).", "model")
     freeze_bn: bool = _field(False, "Keep every batch-norm layer in inference mode with "
                              "fixed gamma/beta throughout (fine-tuning small datasets; "
                              "BN-folded pretrained weights need it). Needs "
                              "--initial_weights.", "model")
+    recompute_bn: bool = _field(False, "Fine-tuning: before the first step, measure each "
+                                "batch-norm layer's statistics on up to 512 training "
+                                "photos and rewrite the layer so the network computes "
+                                "exactly what it did (docs/finetuning.md): batch norm can "
+                                "then train over BN-folded weights. Needs "
+                                "--initial_weights.", "model")
+    baseline: bool = _field(True, "Fine-tuning with a new classifier: fit the head-only "
+                            "baseline (logistic regression on the starting weights' frozen "
+                            "features of the training photos) and report its held-out "
+                            "top-1 beside the run's (--nobaseline: skip it).", "model")
     frozen_blocks: int = _field(0, "Fine-tuning: the stem and the first N of Table 1's 13 "
                                 "blocks stay frozen (as in the head phase) while the rest "
                                 "fine-tunes: fewer weights to fit, a shorter backward "
@@ -175,6 +188,7 @@ class TrainConfig:
         for flag, on in (("freeze_backbone_epochs", self.freeze_backbone_epochs > 0),
                          ("classifier_init", self.classifier_init != "zeros"),
                          ("freeze_bn", self.freeze_bn),
+                         ("recompute_bn", self.recompute_bn),
                          ("frozen_blocks", self.frozen_blocks > 0)):
             need(not on or self.initial_weights, flag,
                  "needs --initial_weights (a pretrained network to fine-tune)")

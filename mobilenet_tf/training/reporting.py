@@ -118,6 +118,12 @@ class Console:
             self._bar_width = 0
 
 
+def baseline_line(top1: float, baseline_top1: float) -> str:
+    """What fine-tuning bought, on the same held-out photos."""
+    return (f"Fine-tuned {pct(top1)}, head-only baseline {pct(baseline_top1)}, "
+            f"{100 * (top1 - baseline_top1):+.1f} points.")
+
+
 def report_text(s: RunSummary, workdir: str, eval_split: str, dataset: str | None,
                 bad_examples=()) -> str:
     """The end-of-run report: results, where the models are, what to run next."""
@@ -128,6 +134,8 @@ def report_text(s: RunSummary, workdir: str, eval_split: str, dataset: str | Non
     if s.top1 is not None:
         lines.append(f"Validation ({eval_split}, {s.eval_examples} images, {weights}): "
                      f"top-1 {pct(s.top1)}, top-5 {pct(s.top5)}, loss {s.loss:.4f}")
+        if s.baseline_top1 is not None:
+            lines.append(baseline_line(s.top1, s.baseline_top1))
         lines.append(f"Best model: {s.best_checkpoint} (epoch {s.best_epoch}, "
                      f"top-1 {pct(s.best_top1)})")
     lines.append(f"Final model: {s.final_checkpoint}")

@@ -13,6 +13,7 @@ rewrites metrics.csv from the checkpointed rows. The config is validated by the 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -20,7 +21,8 @@ import keras
 import tensorflow as tf
 
 from mobilenet_tf import fileio
-from mobilenet_tf.training import (checkpointing, classifier_init, distribute, reporting,
+from mobilenet_tf.training import (bn_statistics, checkpointing, classifier_init,
+                                   distribute, linear_probe, reporting,
                                    task as train_task, tensorboard_logging as tb)
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.model.architecture import activation_values
@@ -249,7 +251,7 @@ class RunSetup:
             self.record.weights = recorded.weights
         else:
             self._record_initial_weights(task.weights_report)
-            self.classifier_from_source(state, task.weights_report)
+            self.start_from_weights(state, task.weights_report)
         self._write_run_files(state)
         return state
 
@@ -268,6 +270,65 @@ class RunSetup:
         self.record.weights.loaded_layers = list(report.loaded)
         self.record.weights.source = report.provenance()
 
+    def start_from_weights(self, state: RunState, report):
+        """What a run does to the loaded ``--initial_weights`` before its first step:
+        ``--recompute_bn`` (bn_statistics.py), the head-only baseline (linear_probe.py)
+        and the new classifier's start (``--classifier_init``)."""
+        if report is None:
+            return
+        cfg, source = self.config, self.record.weights.source
+        if cfg.recompute_bn:
+            seen = bn_statistics.recompute(state.model, self.plain_train_batches(),
+                                           bn_statistics.SAMPLE)
+            self.console.say(f"Batch norm: statistics measured on {seen} training photos "
+                             "(the network still computes what it loaded).")
+            source["recompute_bn"] = {"images": seen}
+        new_classifier = not report.classifier_loaded
+        probe = None
+        if new_classifier and (cfg.baseline or cfg.classifier_init == "linear_probe"):
+            probe = self.fit_baseline(state)
+            source["baseline"] = probe.record()
+        if probe is not None and cfg.classifier_init == "linear_probe":
+            layer = state.model.get_layer(CLASSIFIER_LAYER)
+            layer.kernel.assign(probe.kernel.reshape(layer.kernel.shape))
+            layer.bias.assign(probe.bias)
+            self.console.say("Classifier: started from the head-only baseline (LP-FT).")
+            source["classifier"] = {"classifier_init": "linear_probe"}
+        else:
+            self.classifier_from_source(state, report)
+        if state.task.ema is not None:
+            state.task.ema.reset()
+
+    def baseline_top1(self) -> float | None:
+        """The head-only baseline's held-out top-1 (recorded, so a resumed run has it)."""
+        return (self.record.weights.source.get("baseline") or {}).get("eval_top1")
+
+    def plain_train_batches(self):
+        """The training split once, shuffled, with the evaluation preprocessing (whole
+        photos, no augmentation): what the baseline and the batch-norm statistics are
+        measured on (the first photos of a shuffled pass are a sample of every class).
+        Inputs passed in (no ``config.data``) give their own batches."""
+        if self.config.data is None:
+            return self.train_input.input_fn(tf.distribute.InputContext())
+        from mobilenet_tf.data.pipeline import build_input
+
+        return build_input(self.config.data_config(), self.config.train_split,
+                           training=False, global_batch_size=self.config.batch_size,
+                           class_names=self.class_names, shuffle=True).input_fn(
+                               tf.distribute.InputContext())
+
+    def fit_baseline(self, state: RunState) -> linear_probe.Probe:
+        """The head-only baseline on the training photos, scored on the held-out ones."""
+        features = functools.partial(classifier_init.sample_features, state.model)
+        f, y = features(self.plain_train_batches(), self.train_input.num_examples)
+        probe = linear_probe.fit(f, y.argmax(axis=1), seed=self.config.seed)
+        if self.eval_input is not None:
+            f, y = features(self.eval_input.input_fn(tf.distribute.InputContext()),
+                            self.eval_input.num_examples)
+            probe.eval_top1, probe.eval_examples = probe.score(f, y.argmax(axis=1)), len(y)
+        self.console.say(probe.summary())
+        return probe
+
     def classifier_from_source(self, state: RunState, report):
         """--classifier_init=source: maps the file's classifier onto the new classes
         (classifier_init.py) from a pipeline of its own, like the image grids."""
@@ -284,8 +345,6 @@ class RunSetup:
         done = classifier_init.init_from_source(
             state.model, report.source_classifier, batches,
             classifier_init.sample_size(self.num_classes))
-        if state.task.ema is not None:
-            state.task.ema.reset()
         self.console.say(done.summary())
         self.record.weights.source["classifier"] = done.record()
 

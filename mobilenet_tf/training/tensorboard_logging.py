@@ -72,6 +72,9 @@ DESCRIPTIONS = {
     "val/top5": "Validation top-5 accuracy (the label among the 5 highest-scoring "
                 "classes); logged above 5 classes. " + _VAL + ".",
     "val/best_top1": "Best validation top-1 so far (best.keras holds those weights).",
+    "val/baseline_top1": "Fine-tuning: the head-only baseline's top-1 on the same "
+                         "validation photos (logistic regression on the starting "
+                         "weights' frozen features; a flat line to beat).",
     "val/confusion_matrix": "Validation confusion matrix: rows are the true classes, "
                             "columns the predicted ones; each row normalized (blue: "
                             "correct, red: confusions), counts drawn when the cells are "
@@ -80,6 +83,7 @@ DESCRIPTIONS = {
 }
 # The hparams table's metric columns: (tag, display name); validation ones need eval.
 HPARAMS_METRICS = (("val/top1", "val top-1 (final)"), ("val/best_top1", "val top-1 (best)"),
+                   ("val/baseline_top1", "val top-1 (head-only baseline)"),
                    ("val/top5", "val top-5 (final)"), ("val/loss", "val loss (final)"),
                    ("train/epoch_loss", "train loss (last epoch)"),
                    ("train/epoch_top1", "train top-1 (last epoch)"))
@@ -155,15 +159,18 @@ def train_scalars(writers, metrics: dict, learning_rate, images_per_second, epoc
             step)
 
 
-def epoch_scalars(writers, epoch: int, step: int, train=None, val=None, best_top1=None):
-    """An epoch end: the epoch's training means and/or the evaluation, and the best
-    validation top-1 so far."""
+def epoch_scalars(writers, epoch: int, step: int, train=None, val=None, best_top1=None,
+                  baseline_top1=None):
+    """An epoch end: the epoch's training means and/or the evaluation, the best
+    validation top-1 so far and the head-only baseline's (fine-tuning)."""
     values = {"train/epoch": epoch}
     if train is not None:
         values.update({f"train/epoch_{m}": train[m] for m in writers.metrics})
     if val is not None:
         values.update({f"val/{m}": val[m] for m in writers.metrics})
         values["val/best_top1"] = best_top1
+        if baseline_top1 is not None:
+            values["val/baseline_top1"] = baseline_top1
     scalars(writers, values, step)
 
 

@@ -338,7 +338,7 @@ class Trainer:
             state.best_epoch.assign(epoch)
         state.evaluated_epoch.assign(epoch)
         tb.epoch_scalars(self.writers, epoch, step, train_metrics, ev,
-                         float(state.best_top1.numpy()))
+                         float(state.best_top1.numpy()), setup.baseline_top1())
         row = {"epoch": epoch, "step": step, "learning_rate": state.task.learning_rate(),
                "wall_seconds": self.clock[1] + time.time() - self.clock[0],
                "images_per_second": images_per_second}
@@ -379,7 +379,8 @@ class Trainer:
             best_epoch=int(state.best_epoch.numpy()),
             final_checkpoint=os.path.abspath(files.final), ema=state.task.ema is not None,
             num_replicas=setup.strategy.num_replicas_in_sync,
-            bad_images=sum(_bad_count(inp) for inp in inputs))
+            bad_images=sum(_bad_count(inp) for inp in inputs),
+            baseline_top1=setup.baseline_top1() if ev else None)
         if setup.chief:
             with writing(files.summary):
                 run_record.write_summary(files.workdir, summary)
