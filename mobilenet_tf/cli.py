@@ -326,11 +326,12 @@ MODEL_FORMS = "a run directory, a .keras file, an exported SavedModel directory 
 
 def define_checkpoint():
     """--checkpoint (topic model): which Keras model of a run directory to open."""
-    from mobilenet_tf.rundir.record import MODELS
+    from mobilenet_tf.rundir.record import DEFAULT_MODEL, MODELS
 
-    return define("model", flags.DEFINE_enum, "checkpoint", "best", sorted(MODELS),
-                  "Which Keras model of a run directory: best (best validation top-1) or "
-                  "final (the last, EMA, weights).")
+    return define("model", flags.DEFINE_enum, "checkpoint", DEFAULT_MODEL, sorted(MODELS),
+                  "Which Keras model of a run directory: final (the last, EMA, weights) "
+                  "or best (best validation top-1, chosen on the photos it is then "
+                  "evaluated on).")
 
 
 def define_crop_fraction():
@@ -397,4 +398,3 @@ def check_output_dir(path: str, flag: str = "--workdir") -> None:
         what = "write in it" if existing == os.path.abspath(path) else f"create it in {existing}"
         raise OutputWriteError(f"{flag}={path}: this user may not {what} (permission "
                                f"denied); fix the permissions or choose another {flag}.")
-

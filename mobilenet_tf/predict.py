@@ -21,6 +21,7 @@ import sys
 from absl import flags
 
 from mobilenet_tf import cli
+from mobilenet_tf.rundir.record import DEFAULT_MODEL
 
 _MODEL = cli.define("model", flags.DEFINE_string, "model", None,
                     f"The model: {cli.MODEL_FORMS}.", required=True)
@@ -36,7 +37,7 @@ _JSON = cli.define("output", flags.DEFINE_bool, "json", False,
 class PredictConfig:
     model: str
     inputs: tuple[str, ...]
-    checkpoint: str = "best"
+    checkpoint: str = DEFAULT_MODEL
     top_k: int = 5
     crop_fraction: float | None = None
     json: bool = False

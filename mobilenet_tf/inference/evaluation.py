@@ -21,7 +21,7 @@ class EvalConfig:
     dataset: str  # DataConfig.dataset spec
     split: str | None = None  # None: data.folders.default_eval_split(dataset)
     data_dir: str | None = None
-    checkpoint: str = "best"  # for run directories: best | final
+    checkpoint: str = run_record.DEFAULT_MODEL  # for run directories: final | best
     max_images: int | None = None  # None: the whole split
     crop_fraction: float | None = None  # None: the run's, else the default
 

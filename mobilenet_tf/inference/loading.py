@@ -212,7 +212,7 @@ def detect_format(path: str) -> str:
                      "SavedModel directory or a .tflite file")
 
 
-def run_checkpoint(workdir: str, checkpoint: str = "best") -> str:
+def run_checkpoint(workdir: str, checkpoint: str = run_record.DEFAULT_MODEL) -> str:
     """Path of a run directory's finished Keras model; ValueError when it has none."""
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint={checkpoint!r}; valid values: {sorted(CHECKPOINTS)}")
@@ -290,7 +290,7 @@ def labels_beside(path: str, n: int) -> tuple[list[str], str]:
     return [f"class_{i}" for i in range(n)], "its labels"
 
 
-def load_classifier(path: str, *, checkpoint: str = "best",
+def load_classifier(path: str, *, checkpoint: str = run_record.DEFAULT_MODEL,
                     crop_fraction: float | None = None,
                     num_threads: int | None = None) -> Classifier:
     """Opens ``path`` (see the module docstring). ``crop_fraction`` overrides the eval

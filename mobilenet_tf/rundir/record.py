@@ -28,6 +28,10 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 MODELS = {"best": "best.keras", "final": "final.keras"}  # finished Keras models
+# What evaluate, export and predict open by default: the schedule's result. best.keras is
+# chosen on the held-out photos the run reports, so its figure is optimistic, and on a
+# few photos per class it is chosen by noise (docs/finetuning.md, "Which model").
+DEFAULT_MODEL = "final"
 
 RECORD_FORMAT = "mobilenet_tf.run"
 RECORD_VERSION = 2  # version 1: the untyped config.json before the record (read only)

@@ -23,8 +23,9 @@ class ExportConfig:
     workdir: str = _field(None, "Run directory written by mobilenet_tf.train.", "model")
     export_dir: str | None = _field(None, "Output directory (default: WORKDIR/export).",
                                     "output")
-    checkpoint: str = _field("best", "Which Keras model of the run: best (best validation "
-                             "top-1) or final (the last, EMA, weights).", "model")
+    checkpoint: str = _field(run_record.DEFAULT_MODEL, "Which Keras model of the run: "
+                             "final (the last, EMA, weights) or best (best validation "
+                             "top-1).", "model")
     formats: tuple[str, ...] = _field(FORMATS, "What to write, comma-separated, at least "
                                       f"one of: {','.join(FORMATS)}.", "export")
     quantize: tuple[str, ...] = _field(QUANTIZATIONS, "TFLite variants, comma-separated, at "

@@ -33,10 +33,11 @@ def test_flat_folder_train_evaluate_export_predict(tmp_path):
     out = _cli("mobilenet_tf.train", "--flagfile=experiments/finetune.cfg",
                f"--dataset=folder:{photos}", f"--initial_weights={weights}",
                "--alpha=0.25", "--resolution=32", "--epochs=2", "--batch_size=9",
-               "--freeze_backbone_epochs=1", f"--workdir={run}", "--verbose=2",
-               "--nolog_images")
-    assert "loaded" in out and "backbone from block 7 on unfrozen at 0.01x" in out
-    assert "Classifier: started from the weights file's 7-class classifier" in out
+               f"--workdir={run}", "--verbose=2", "--nolog_images")
+    assert "loaded" in out and "Batch norm: statistics measured on 54 training" in out
+    assert "Head-only baseline (logistic regression on the frozen features of 54" in out
+    assert "Classifier: started from the head-only baseline (LP-FT)." in out
+    assert "Fine-tuned " in out and "points." in out
     every = json.loads(_cli("mobilenet_tf.evaluate", f"--model={run}",
                             f"--dataset=folder:{photos}", "--json").splitlines()[-1])
     assert every["num_images"] == 20 * len(CLASSES) and every["split"] == "all"

@@ -30,7 +30,7 @@ def _damaged_run(run_dir, tmp_path, how):
 def test_damaged_best_keras_is_named_with_the_remedy(run_dir, tmp_path, how):
     run, best = _damaged_run(run_dir, tmp_path, how)
     with pytest.raises(ValueError) as info:
-        loading.load_classifier(str(run))
+        loading.load_classifier(str(run), checkpoint="best")
     message = str(info.value)
     assert f"Keras model {best} is corrupt or truncated" in message
     assert "File not found" not in message
@@ -41,7 +41,8 @@ def test_damaged_best_keras_is_named_with_the_remedy(run_dir, tmp_path, how):
 
 def test_export_cli_reports_a_truncated_best_keras(run_dir, tmp_path):
     run, best = _damaged_run(run_dir, tmp_path, "truncated")
-    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.export", f"--workdir={run}"],
+    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.export", f"--workdir={run}",
+                           "--checkpoint=best"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode != 0

@@ -207,7 +207,7 @@ def test_a_directory_named_like_a_keras_file_is_named(tmp_path):
 def _run_with_labels(run_dir, tmp_path, labels: bytes) -> tuple[str, str]:
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("best.keras", "config.json"):
+    for name in ("final.keras", "config.json"):
         shutil.copy(os.path.join(run_dir, name), run / name)
     (run / "labels.txt").write_bytes(labels)
     return str(run), str(run / "labels.txt")
@@ -227,7 +227,7 @@ def test_a_run_directory_names_its_bad_labels_file(run_dir, tmp_path, labels):
                  lambda: exporter.export(ExportConfig(workdir=run, latency_runs=0))):
         with pytest.raises(ValueError, match=expected):
             load()
-    assert sorted(os.listdir(run)) == ["best.keras", "config.json", "labels.txt"]
+    assert sorted(os.listdir(run)) == ["config.json", "final.keras", "labels.txt"]
 
 
 @pytest.fixture(scope="module")

@@ -138,13 +138,13 @@ def test_export_refuses_run_without_finished_checkpoint(run_dir, tmp_path):
     unfinished.mkdir()
     for f in ("labels.txt", "config.json"):
         (unfinished / f).write_bytes(open(os.path.join(run_dir, f), "rb").read())
-    with pytest.raises(ValueError, match="no finished checkpoint best.keras"):
+    with pytest.raises(ValueError, match="no finished checkpoint final.keras"):
         exporter.export(ExportConfig(workdir=str(unfinished)))
     assert set(os.listdir(unfinished)) == {"labels.txt", "config.json"}  # nothing written
     proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.export",
                            f"--workdir={unfinished}"], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "no finished checkpoint best.keras" in proc.stderr
+    assert "no finished checkpoint final.keras" in proc.stderr
 
 
 def test_export_fails_clearly_when_float32_disagrees(run_dir, tmp_path):
