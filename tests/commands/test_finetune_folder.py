@@ -12,6 +12,7 @@ import keras
 
 from mobilenet_tf.model.builder import mobilenet_v1
 from helpers import CLASSES, REPO, write_image_folder
+from train_helpers import toy_task
 
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -27,8 +28,11 @@ def test_flat_folder_train_evaluate_export_predict(tmp_path):
     photos = str(tmp_path / "photos")
     write_image_folder(photos, per_class=20, seed=1)  # photos/<class>/*.jpg
     weights = str(tmp_path / "pre.weights.h5")
-    keras.utils.set_random_seed(0)
-    mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=7).save_weights(weights)
+    keras.utils.set_random_seed(0)  # a "pretrained" network: fitted a little on a toy task
+    pretrained = mobilenet_v1((32, 32, 3), alpha=0.25, num_classes=7)
+    pretrained.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    pretrained.fit(*toy_task(256, 32, 7, seed=3), batch_size=32, epochs=1, verbose=0)
+    pretrained.save_weights(weights)
     run = str(tmp_path / "run")
     out = _cli("mobilenet_tf.train", "--flagfile=experiments/finetune.cfg",
                f"--dataset=folder:{photos}", f"--initial_weights={weights}",
