@@ -375,6 +375,7 @@ class RunSetup:
             tb.write_hparams(writers, self.config,
                              os.path.basename(os.path.abspath(self.files.workdir)),
                              has_validation=self.eval_input is not None,
+                             has_baseline=self.baseline_top1() is not None,
                              used={"steps_per_epoch": self.spe,
                                    "num_classes": self.num_classes,
                                    "num_replicas": self.strategy.num_replicas_in_sync})

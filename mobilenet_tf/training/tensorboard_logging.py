@@ -223,7 +223,7 @@ def flags_markdown(config, used: dict) -> str:
 
 
 def write_hparams(writers: Writers, config, run_name: str, has_validation: bool,
-                  used: dict | None = None):
+                  used: dict | None = None, has_baseline: bool = False):
     """The run's hparams session (its row in the hparams dashboard): the ``HPARAMS``
     flags, typed, with ``used`` values (e.g. steps_per_epoch, num_replicas), the metric
     columns whose tags exist, and every flag in the "flags" text summary."""
@@ -242,6 +242,7 @@ def write_hparams(writers: Writers, config, run_name: str, has_validation: bool,
     metrics = [hp.Metric(tag, display_name=name, description=DESCRIPTIONS[tag])
                for tag, name in HPARAMS_METRICS
                if (has_validation or tag.startswith("train/"))
+               and (has_baseline or tag != "val/baseline_top1")
                and ("top5" in writers.metrics or "top5" not in tag)]
     with writers.writer.as_default(step=0):
         hp.hparams_config(hparams=list(params), metrics=metrics)
