@@ -44,6 +44,9 @@ class Probe:
     def summary(self) -> str:
         held = (f", {100 * self.eval_top1:.1f}% on the {self.eval_examples} held-out photos"
                 if self.eval_top1 is not None else "")
+        if np.isnan(self.cv_top1):  # a class with one photo: no cross-validation
+            return (f"Head-only baseline (logistic regression on the frozen features of "
+                    f"{self.train_examples} training photos, C={self.c:.3g}){held}.")
         return (f"Head-only baseline (logistic regression on the frozen features of "
                 f"{self.train_examples} training photos, C={self.c:.3g} by cross-"
                 f"validation): top-1 {100 * self.cv_top1:.1f}% cross-validated{held}.")
@@ -52,7 +55,7 @@ class Probe:
         return {"method": "multinomial logistic regression on frozen pooled features "
                           "(scikit-learn LogisticRegression, C by 5-fold GridSearchCV)",
                 "C": self.c, "train_examples": self.train_examples,
-                "cv_top1": round(self.cv_top1, 6),
+                "cv_top1": None if np.isnan(self.cv_top1) else round(self.cv_top1, 6),
                 "eval_top1": None if self.eval_top1 is None else round(self.eval_top1, 6),
                 "eval_examples": self.eval_examples}
 

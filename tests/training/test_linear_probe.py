@@ -54,6 +54,8 @@ def test_two_classes_and_one_photo_per_class_still_give_a_classifier():
     tiny = linear_probe.fit(x[:0].tolist() + [[0.0] * 6, [1.0] * 6], [0, 1])
     assert tiny.predict(np.array([[0.0] * 6, [1.0] * 6])).tolist() == [0, 1]
     assert np.isnan(tiny.cv_top1)
+    assert tiny.record()["cv_top1"] is None  # config.json stays standard JSON
+    assert "nan" not in tiny.summary()
 
 
 @pytest.fixture(scope="module")
