@@ -112,6 +112,14 @@ def sample_features(model: keras.Model, batches, limit: int):
     return np.concatenate(feats), np.concatenate(labels)
 
 
+def set_classifier(model: keras.Model, kernel, bias) -> None:
+    """Writes a [features, classes] ``kernel`` and [classes] ``bias`` into ``model``'s
+    1x1-conv classifier (``conv_preds``)."""
+    layer = model.get_layer(CLASSIFIER_LAYER)
+    layer.kernel.assign(np.reshape(kernel, layer.kernel.shape))
+    layer.bias.assign(bias)
+
+
 def init_from_source(model: keras.Model, source_classifier, batches,
                      limit: int) -> SourceInit:
     """Sets ``model``'s classifier (``conv_preds``) from ``source_classifier`` (the
@@ -129,8 +137,7 @@ def init_from_source(model: keras.Model, source_classifier, batches,
     sums, mass = affinity(f, y, kernel, bias)
     rows = sums / np.maximum(mass, 1e-12)[:, None]
     new_kernel, new_bias = mapped_classifier(rows, kernel, bias)
-    layer.kernel.assign(new_kernel.reshape(layer.kernel.shape))
-    layer.bias.assign(new_bias)
+    set_classifier(model, new_kernel, new_bias)
     top1 = float(np.mean(np.argmax(f @ new_kernel + new_bias, 1) == np.argmax(y, 1)))
     return SourceInit(source_classes=int(kernel.shape[1]), examples=float(mass.sum()),
                       sample_top1=top1,

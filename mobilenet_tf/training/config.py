@@ -107,6 +107,12 @@ class TrainConfig:
     depthwise_weight_decay: float = _field(0.0, "Weight decay on depthwise filters "
                                            "(paper: very little or none). adamw: any value "
                                            "> 0 decays them at --weight_decay.", "optimization")
+    weight_decay_to_start: float = _field(0.0, "Fine-tuning, L2-SP (Li et al. 2018): "
+                                          "coefficient of sum((w - w0)^2)/2 over the "
+                                          "backbone's conv kernels, pulling them towards "
+                                          "their starting values w0 (the loaded "
+                                          "--initial_weights) instead of towards zero. 0: off. "
+                                          "Needs --initial_weights.", "optimization")
     ema_decay: float = _field(0.0, "Moving average of weights used for eval and the saved "
                               "models, e.g. 0.9999; 0: off.", "optimization")
     # Runtime.
@@ -162,6 +168,7 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.depthwise_weight_decay >= 0, "depthwise_weight_decay", "must be >= 0")
+        need(self.weight_decay_to_start >= 0, "weight_decay_to_start", "must be >= 0")
         need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1) (0: off)")
         need(self.strategy in STRATEGIES, "strategy",
              f"allowed values: {list(STRATEGIES)}")
@@ -189,6 +196,7 @@ class TrainConfig:
                          ("classifier_init", self.classifier_init != "zeros"),
                          ("freeze_bn", self.freeze_bn),
                          ("recompute_bn", self.recompute_bn),
+                         ("weight_decay_to_start", self.weight_decay_to_start > 0),
                          ("frozen_blocks", self.frozen_blocks > 0)):
             need(not on or self.initial_weights, flag,
                  "needs --initial_weights (a pretrained network to fine-tune)")

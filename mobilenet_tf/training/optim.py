@@ -164,5 +164,30 @@ class _Swap:
         return False
 
 
+class StartingPoint(tf.Module):
+    """L2-SP's anchor (Li, Grandvalet and Davoine 2018, "Explicit inductive bias for
+    transfer learning with convolutional networks"): a copy of some variables' starting
+    values w0, and the penalty ``coefficient * sum((w - w0)^2) / 2`` that pulls the
+    fine-tuned weights towards them rather than towards zero. The copies are checkpointed
+    with the run, so a resumed run keeps pulling towards the same start. Create it under
+    the strategy scope; ``reset`` after changing the weights outside training."""
+
+    def __init__(self, variables):
+        super().__init__(name="starting_point")
+        self._targets = list(variables)
+        self.anchors = [tf.Variable(tf.identity(_value(v)), trainable=False,
+                                    name=f"start_{i}") for i, v in enumerate(self._targets)]
+
+    def reset(self):
+        for anchor, v in zip(self.anchors, self._targets):
+            anchor.assign(tf.cast(_value(v), anchor.dtype))
+
+    def loss(self, coefficient: float):
+        if not coefficient or not self._targets:
+            return tf.constant(0.0, tf.float32)
+        return coefficient * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32) - a)
+                                       for v, a in zip(self._targets, self.anchors)])
+
+
 def _value(w):
     return w.value if isinstance(w, keras.Variable) else w

@@ -75,6 +75,8 @@ class RunState:
             items["ema"] = task.ema
         if task.backbone_optimizer is not None:
             items["backbone_optimizer"] = task.backbone_optimizer
+        if task.starting_point is not None:
+            items["starting_point"] = task.starting_point
         self.store = checkpointing.CheckpointStore(
             tf.train.Checkpoint(**items), setup.files.checkpoints,
             RunFiles(ckpt_dir).checkpoints, setup.config.keep_checkpoints, setup.chief,
@@ -289,15 +291,14 @@ class RunSetup:
             probe = self.fit_baseline(state)
             source["baseline"] = probe.record()
         if probe is not None and cfg.classifier_init == "linear_probe":
-            layer = state.model.get_layer(CLASSIFIER_LAYER)
-            layer.kernel.assign(probe.kernel.reshape(layer.kernel.shape))
-            layer.bias.assign(probe.bias)
+            classifier_init.set_classifier(state.model, probe.kernel, probe.bias)
             self.console.say("Classifier: started from the head-only baseline (LP-FT).")
             source["classifier"] = {"classifier_init": "linear_probe"}
         else:
             self.classifier_from_source(state, report)
-        if state.task.ema is not None:
-            state.task.ema.reset()
+        for start in (state.task.ema, state.task.starting_point):
+            if start is not None:
+                start.reset()
 
     def baseline_top1(self) -> float | None:
         """The head-only baseline's held-out top-1 (recorded, so a resumed run has it)."""

@@ -34,6 +34,8 @@ class Objective:
     label_smoothing: float = 0.0
     # ((variables, coefficient), ...): slim's L2 (coefficient * sum(w^2) / 2) in the loss.
     l2_terms: tuple = ()
+    # L2-SP: (optim.StartingPoint, coefficient) or None.
+    towards_start: tuple | None = None
 
     def targets(self, labels):
         labels = tf.cast(labels, tf.float32)
@@ -42,6 +44,9 @@ class Objective:
 
     def regularization(self):
         terms = [optim.l2_loss(v, c) for v, c in self.l2_terms if c and v]
+        if self.towards_start is not None:
+            start, coefficient = self.towards_start
+            terms.append(start.loss(coefficient))
         return tf.nn.scale_regularization_loss(tf.add_n(terms)) if terms else 0.0
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mobilenet_tf.training import finetune, optim
 from mobilenet_tf.model import pretrained
-from mobilenet_tf.model.builder import mobilenet_v1
+from mobilenet_tf.model.builder import CLASSIFIER_LAYER, mobilenet_v1
 from mobilenet_tf.rundir.errors import writing
 from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.training.steps import Objective
@@ -35,6 +35,8 @@ class Task:
     backbone_optimizer: keras.Optimizer | None = None
     head_variables: list = dataclasses.field(default_factory=list)
     backbone_variables: list = dataclasses.field(default_factory=list)
+    # --weight_decay_to_start > 0: the backbone kernels' starting values (L2-SP).
+    starting_point: optim.StartingPoint | None = None
 
     @property
     def updates(self):
@@ -107,9 +109,20 @@ def build_task(config: TrainConfig, num_classes: int, steps_per_epoch: int,
                                        finetune.head_steps(cfg.freeze_backbone_epochs, spe))
             backbone_optimizer = _optimizer(cfg, rate, excluded, backbone)
         ema = optim.WeightAverage(model.weights, cfg.ema_decay) if cfg.ema_decay else None
-    objective = Objective(cfg.batch_size, num_classes, cfg.label_smoothing, l2_terms)
+        start = (optim.StartingPoint(backbone_kernels(model))
+                 if cfg.weight_decay_to_start else None)
+    objective = Objective(cfg.batch_size, num_classes, cfg.label_smoothing, l2_terms,
+                          None if start is None else (start, cfg.weight_decay_to_start))
     return Task(model, optimizer, schedule, objective, ema, report, backbone_optimizer,
-                head, backbone)
+                head, backbone, start)
+
+
+def backbone_kernels(model) -> list:
+    """Every conv kernel (regular, pointwise, depthwise) but the classifier's: what L2-SP
+    pulls towards its start (the new classifier has no start to be pulled to)."""
+    regular, depthwise = optim.decay_groups(model)
+    classifier = model.get_layer(CLASSIFIER_LAYER).kernel
+    return [v for v in regular + depthwise if v is not classifier]
 
 
 def _weight_decay(cfg: TrainConfig, model, trainable):

@@ -93,6 +93,7 @@ HPARAMS_METRICS = (("val/top1", "val top-1 (final)"), ("val/best_top1", "val top
 # the "flags" text summary. Flags a config lacks (data options) are left out.
 HPARAMS = ("learning_rate", "optimizer", "epochs", "batch_size", "alpha", "resolution",
            "initial_weights", "dataset", "classifier_init", "lr_schedule", "weight_decay",
+           "weight_decay_to_start",
            "label_smoothing", "ema_decay", "steps_per_epoch", "num_classes", "num_replicas")
 # String options with a fixed set of values (a Discrete domain of them all); other strings
 # (paths, dataset names) get a Discrete domain of their value, which makes them filterable.
