@@ -97,6 +97,8 @@ class TrainConfig:
     lr_decay_rate: float = _field(0.94, "exponential: factor per `lr_decay_epochs`.", "schedule")
     lr_decay_epochs: float = _field(2.5, "exponential: epochs per decay (staircase).", "schedule")
     momentum: float = _field(0.9, "rmsprop/sgd momentum.", "optimization")
+    nesterov: bool = _field(False, "sgd: Nesterov momentum (the gradient taken at the "
+                            "point momentum leads to).", "optimization")
     rmsprop_rho: float = _field(0.9, "rmsprop decay of the squared-gradient average.",
                                 "optimization")
     rmsprop_epsilon: float = _field(1.0, "rmsprop epsilon (slim/Inception: 1.0).", "optimization")
@@ -136,6 +138,8 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "Number of recent checkpoints to keep.", "checkpointing")
     profile_steps: str = _field("", "Profile steps 'START,END' into the TensorBoard logs.",
                                 "output")
+    tag: str = _field("", "A label for the run, shown first in TensorBoard's HParams table "
+                      "to group and filter runs (e.g. 'sgd-screen'); empty: none.", "output")
     log_images: bool = _field(True, "Log a grid of augmented training images.", "output")
     verbose: int = _field(1, "0: quiet, 1: progress bar and epoch lines, 2: epoch lines.", "output")
 
@@ -163,6 +167,8 @@ class TrainConfig:
         need(0 < self.lr_decay_rate <= 1, "lr_decay_rate", "must be in (0, 1]")
         need(self.lr_decay_epochs > 0, "lr_decay_epochs", "must be > 0")
         need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        need(not self.nesterov or self.optimizer == "sgd", "nesterov",
+             "applies to --optimizer=sgd only")
         need(0 <= self.rmsprop_rho < 1, "rmsprop_rho", "must be in [0, 1)")
         need(self.rmsprop_epsilon > 0, "rmsprop_epsilon", "must be > 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")

@@ -63,16 +63,16 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9,
-                    rmsprop_rho: float = 0.9, rmsprop_epsilon: float = 1.0,
+                    nesterov: bool = False, rmsprop_rho: float = 0.9, rmsprop_epsilon: float = 1.0,
                     weight_decay: float = 0.0, excluded_variables=None) -> keras.Optimizer:
-    """The optimizer. ``weight_decay`` only matters for ``adamw`` (decoupled decay on every
+    """The optimizer (``nesterov``: sgd only). ``weight_decay`` only matters for ``adamw`` (decoupled decay on every
     trainable variable but ``excluded_variables``); rmsprop and sgd get L2 decay as a
     loss term (``l2_loss``)."""
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate, rho=rmsprop_rho, momentum=momentum,
                                         epsilon=rmsprop_epsilon)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=False)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov)
     if name == "adamw":
         opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
         if excluded_variables:

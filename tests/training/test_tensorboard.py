@@ -20,7 +20,7 @@ from train_helpers import toy_inputs
 
 TINY = dict(alpha=0.25, resolution=32, batch_size=16, learning_rate=0.01,
             lr_schedule="constant", bn_momentum=0.9, eval_split="val", verbose=0,
-            steps_per_loop=4, steps_per_epoch=4, checkpoint_every_steps=4)
+            steps_per_loop=4, steps_per_epoch=4, checkpoint_every_steps=4, tag="screen-a")
 SYNSETS = ["n01440764", "n02102040", "n02979186", "n03000684"]
 NAMES = ["tench", "English springer", "cassette player", "chain saw"]
 
@@ -112,7 +112,7 @@ def test_hparams_typed_every_flag_metrics_exist_and_success(run):
     names = sorted(h.name for h in exp.hparam_infos)
     infos = {h.display_name: h for h in exp.hparam_infos}
     assert [infos_name.split(" ", 1)[1] for infos_name in names][:5] \
-        == ["learning_rate", "optimizer", "epochs", "batch_size", "alpha"]
+        == ["tag", "learning_rate", "optimizer", "epochs", "batch_size"]
     assert set(infos) == (set(tb.HPARAMS) & set(config.flag_values())) \
         | {"num_replicas", "num_classes"}
     assert infos["batch_size"].type == api_pb2.DATA_TYPE_FLOAT64
@@ -133,6 +133,7 @@ def test_hparams_typed_every_flag_metrics_exist_and_success(run):
     assert start.hparams[tb.hparam_name("batch_size")].number_value == 16
     assert start.hparams[tb.hparam_name("optimizer")].string_value == "rmsprop"
     assert start.hparams[tb.hparam_name("num_classes")].number_value == 4
+    assert start.hparams[tb.hparam_name("tag")].string_value == "screen-a"
     flags = tf.make_ndarray(acc.Tensors("flags")[0].tensor_proto).item().decode()
     assert "| jit_compile | False |" in flags and "| bn_momentum | 0.9 |" in flags
     end = hp_metadata.parse_session_end_info_plugin_data(

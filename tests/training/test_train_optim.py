@@ -53,3 +53,20 @@ def test_weight_average_swaps_in_and_out():
     np.testing.assert_allclose(v.numpy(), [4, 4, 4])
     ema.update(tf.constant(0))  # warm-up: decay = min(0.5, 1/10) = 0.1
     np.testing.assert_allclose(ema.averaged_values()[0], [0.2 + 3.6] * 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov, moved", [(False, 0.1), (True, 0.1 * (1 + 0.9))])
+def test_sgd_nesterov_first_step(nesterov, moved):
+    # Keras' SGD: v = m v - lr g; plain w += v, Nesterov w += m v - lr g. From v = 0 the
+    # first step moves lr g, or lr g (1 + m) with Nesterov.
+    v = keras.Variable(np.zeros(2, np.float32))
+    opt = optim.build_optimizer("sgd", 0.1, momentum=0.9, nesterov=nesterov)
+    opt.apply_gradients([(tf.ones(2), v)])
+    np.testing.assert_allclose(v.numpy(), [-moved] * 2, rtol=1e-6)
+
+
+def test_nesterov_needs_sgd():
+    from mobilenet_tf.training.config import TrainConfig
+    with pytest.raises(ValueError, match="nesterov"):
+        TrainConfig(optimizer="rmsprop", nesterov=True).validate()
+    TrainConfig(optimizer="sgd", nesterov=True).validate()
