@@ -67,6 +67,12 @@ class TrainConfig:
                             "baseline (logistic regression on the starting weights' frozen "
                             "features of the training photos) and report its held-out "
                             "top-1 beside the run's (--nobaseline: skip it).", "model")
+    refit_head: bool = _field(False, "After the last epoch, fit the classifier again as a "
+                              "logistic regression (the baseline's solver, C by "
+                              "cross-validation) on the trained network's features of the "
+                              "whole training photos, the preprocessing evaluation uses "
+                              "(FixRes' fix of the train-test discrepancy; "
+                              "docs/finetuning.md).", "model")
     frozen_blocks: int = _field(0, "Fine-tuning: the stem and the first N of Table 1's 13 "
                                 "blocks stay frozen (as in the head phase) while the rest "
                                 "fine-tunes: fewer weights to fit, a shorter backward "

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from mobilenet_tf import fileio
 from mobilenet_tf.training import (bn_statistics, checkpointing, classifier_init,
-                                   distribute, linear_probe, reporting,
+                                   distribute, head_refit, linear_probe, reporting,
                                    task as train_task, tensorboard_logging as tb)
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.model.architecture import activation_values
@@ -329,6 +329,13 @@ class RunSetup:
             probe.eval_top1, probe.eval_examples = probe.score(f, y.argmax(axis=1)), len(y)
         self.console.say(probe.summary())
         return probe
+
+    def refit_head(self, state: RunState):
+        """--refit_head, after the last step (head_refit.py)."""
+        probe = head_refit.refit(state.model, self.plain_train_batches(),
+                                 self.train_input.num_examples, state.task.ema,
+                                 seed=self.config.seed)
+        self.console.say(head_refit.message(probe))
 
     def classifier_from_source(self, state: RunState, report):
         """--classifier_init=source: maps the file's classifier onto the new classes

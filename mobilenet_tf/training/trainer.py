@@ -322,6 +322,8 @@ class Trainer:
         and rewrites metrics.csv from the checkpointed rows."""
         setup, state = self.setup, self.state
         step = int(state.global_step.numpy())
+        if step >= setup.total_steps and self.config.refit_head:
+            setup.refit_head(state)
         ev = None
         if self.evaluate_fn is not None and (epoch % self.config.eval_every_epochs == 0
                                              or step >= setup.total_steps):

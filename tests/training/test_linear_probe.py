@@ -5,6 +5,7 @@ console, TensorBoard and export report carry it; a resumed run keeps it; --nobas
 skips it."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -170,3 +171,34 @@ def test_nobaseline_skips_it(weights_file, tmp_path, capsys):
     assert "head-only" not in capsys.readouterr().out.lower()
     assert "baseline" not in run_record.read_record(str(workdir)).weights.source
     assert run_record.read_summary(str(workdir)).baseline_top1 is None
+
+
+def test_refit_head_fits_the_trained_features_and_saves_that_head(weights_file, tmp_path,
+                                                                  capsys):
+    workdir = tmp_path / "run"
+    run, train, evaluation = _trainer(workdir, weights_file, run=True, epochs=2,
+                                      refit_head=True, ema_decay=0.9)
+    out = capsys.readouterr().out
+    c = float(re.search(r"Classifier refitted on the trained network's features of "
+                        rf"{train.num_examples} whole training photos \(logistic "
+                        r"regression, C=([0-9.e+-]+) by", out).group(1))
+    final = keras.models.load_model(str(workdir / "final.keras"))
+    # By hand: the averaged network's features of the training photos (any order), the
+    # baseline's scaling, a logistic regression at the strength the run chose.
+    x, y = _features(final, train, train.num_examples)
+    s = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))
+    by_hand = LogisticRegression(C=c / s ** 2, max_iter=5000, tol=1e-10).fit(x, y)
+    ex, ey = _features(final, evaluation, evaluation.num_examples)
+    layer = final.get_layer("conv_preds")
+    logits = ex @ layer.kernel.numpy().reshape(ex.shape[1], -1) + layer.bias.numpy()
+    np.testing.assert_array_equal(np.argmax(logits, 1), by_hand.predict(ex))
+    want = by_hand.decision_function(ex)  # logits up to a shift per photo
+    np.testing.assert_allclose(logits - logits.mean(1, keepdims=True),
+                               want - want.mean(1, keepdims=True),
+                               atol=0.02 * np.abs(want).max())
+    summary = run_record.read_summary(str(workdir))
+    assert summary.top1 == pytest.approx(np.mean(by_hand.predict(ex) == ey))
+    # The raw weights carry it too (a run continued with more epochs starts from it).
+    np.testing.assert_array_equal(run.model.get_layer("conv_preds").kernel.numpy(),
+                                  layer.kernel.numpy())
+
