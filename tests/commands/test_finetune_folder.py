@@ -41,6 +41,7 @@ def test_flat_folder_train_evaluate_export_predict(tmp_path):
     assert "loaded" in out and "Batch norm: statistics measured on 54 training" in out
     assert "Head-only baseline (logistic regression on the frozen features of 54" in out
     assert "Classifier: started from the head-only baseline (LP-FT)." in out
+    assert "Classifier refitted on the trained network's features of 54 whole" in out
     assert "Fine-tuned " in out and "points." in out
     every = json.loads(_cli("mobilenet_tf.evaluate", f"--model={run}",
                             f"--dataset=folder:{photos}", "--json").splitlines()[-1])
