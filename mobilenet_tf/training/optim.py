@@ -63,11 +63,12 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9,
-                    nesterov: bool = False, rmsprop_rho: float = 0.9, rmsprop_epsilon: float = 1.0,
-                    weight_decay: float = 0.0, excluded_variables=None) -> keras.Optimizer:
-    """The optimizer (``nesterov``: sgd only). ``weight_decay`` only matters for ``adamw`` (decoupled decay on every
-    trainable variable but ``excluded_variables``); rmsprop and sgd get L2 decay as a
-    loss term (``l2_loss``)."""
+                    nesterov: bool = False, rmsprop_rho: float = 0.9,
+                    rmsprop_epsilon: float = 1.0, weight_decay: float = 0.0,
+                    excluded_variables=None) -> keras.Optimizer:
+    """The optimizer (``nesterov``: sgd only). ``weight_decay`` only matters for
+    ``adamw`` (decoupled decay on every trainable variable but ``excluded_variables``);
+    rmsprop and sgd get L2 decay as a loss term (``l2_loss``)."""
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate, rho=rmsprop_rho, momentum=momentum,
                                         epsilon=rmsprop_epsilon)

@@ -144,9 +144,8 @@ def _optimizer(cfg: TrainConfig, schedule, excluded, variables):
         excluded = [v for v in excluded if id(v) in ids]
     optimizer = optim.build_optimizer(
         cfg.optimizer, schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
-        rmsprop_rho=cfg.rmsprop_rho,
-        rmsprop_epsilon=cfg.rmsprop_epsilon, weight_decay=cfg.weight_decay,
-        excluded_variables=excluded)
+        rmsprop_rho=cfg.rmsprop_rho, rmsprop_epsilon=cfg.rmsprop_epsilon,
+        weight_decay=cfg.weight_decay, excluded_variables=excluded)
     if cfg.precision == "mixed_float16":  # each scales the loss for its own gradients
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     optimizer.build(variables)

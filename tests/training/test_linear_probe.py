@@ -201,4 +201,3 @@ def test_refit_head_fits_the_trained_features_and_saves_that_head(weights_file, 
     # The raw weights carry it too (a run continued with more epochs starts from it).
     np.testing.assert_array_equal(run.model.get_layer("conv_preds").kernel.numpy(),
                                   layer.kernel.numpy())
-

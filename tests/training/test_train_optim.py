@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf.training import optim
+from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.model.builder import mobilenet_v1
 
 
@@ -66,7 +67,6 @@ def test_sgd_nesterov_first_step(nesterov, moved):
 
 
 def test_nesterov_needs_sgd():
-    from mobilenet_tf.training.config import TrainConfig
     with pytest.raises(ValueError, match="nesterov"):
         TrainConfig(optimizer="rmsprop", nesterov=True).validate()
     TrainConfig(optimizer="sgd", nesterov=True).validate()
