@@ -42,6 +42,14 @@ def refit(model, batches, limit: int, ema=None, seed: int = 0) -> linear_probe.P
     return probe
 
 
+def record(probe: linear_probe.Probe) -> dict:
+    """What config.json keeps of the refit (``weights.source.refit_head``)."""
+    return {"method": "logistic regression on the trained network's features of the "
+                      "whole training photos (linear_probe.fit)",
+            "C": probe.c, "train_examples": probe.train_examples,
+            "cv_top1": probe.record()["cv_top1"]}
+
+
 def message(probe: linear_probe.Probe) -> str:
     return (f"Classifier refitted on the trained network's features of "
             f"{probe.train_examples} whole training photos (logistic regression, "

@@ -336,6 +336,10 @@ class RunSetup:
                                  self.train_input.num_examples, state.task.ema,
                                  seed=self.config.seed)
         self.console.say(head_refit.message(probe))
+        self.record.weights.source["refit_head"] = head_refit.record(probe)
+        if self.chief:
+            with writing(self.files.config):
+                run_record.write_record(self.files.workdir, self.record)
 
     def classifier_from_source(self, state: RunState, report):
         """--classifier_init=source: maps the file's classifier onto the new classes

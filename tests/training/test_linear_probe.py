@@ -173,20 +173,21 @@ def test_nobaseline_skips_it(weights_file, tmp_path, capsys):
     assert run_record.read_summary(str(workdir)).baseline_top1 is None
 
 
-def test_refit_head_fits_the_trained_features_and_saves_that_head(weights_file, tmp_path,
-                                                                  capsys):
-    workdir = tmp_path / "run"
-    run, train, evaluation = _trainer(workdir, weights_file, run=True, epochs=2,
-                                      refit_head=True, ema_decay=0.9)
-    out = capsys.readouterr().out
-    c = float(re.search(r"Classifier refitted on the trained network's features of "
-                        rf"{train.num_examples} whole training photos \(logistic "
-                        r"regression, C=([0-9.e+-]+) by", out).group(1))
+def _refit_c(out, train):
+    """The strength the refit printed (the last time it ran)."""
+    found = re.findall(r"Classifier refitted on the trained network's features of "
+                       rf"{train.num_examples} whole training photos \(logistic "
+                       r"regression, C=([0-9.e+-]+) by", out)
+    assert found, out[-2000:]
+    return float(found[-1])
+
+
+def _assert_saved_head_is_the_refit(workdir, train, evaluation, c):
+    """final.keras' classifier is a logistic regression at strength ``c`` on
+    final.keras' own (averaged) features of the training photos, fitted by hand."""
     final = keras.models.load_model(str(workdir / "final.keras"))
-    # By hand: the averaged network's features of the training photos (any order), the
-    # baseline's scaling, a logistic regression at the strength the run chose.
-    x, y = _features(final, train, train.num_examples)
-    s = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))
+    x, y = _features(final, train, train.num_examples)  # any order
+    s = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))  # the baseline's scaling
     by_hand = LogisticRegression(C=c / s ** 2, max_iter=5000, tol=1e-10).fit(x, y)
     ex, ey = _features(final, evaluation, evaluation.num_examples)
     layer = final.get_layer("conv_preds")
@@ -198,6 +199,44 @@ def test_refit_head_fits_the_trained_features_and_saves_that_head(weights_file, 
                                atol=0.02 * np.abs(want).max())
     summary = run_record.read_summary(str(workdir))
     assert summary.top1 == pytest.approx(np.mean(by_hand.predict(ex) == ey))
+    return layer
+
+
+def test_refit_head_fits_the_trained_features_and_saves_that_head(weights_file, tmp_path,
+                                                                  capsys):
+    workdir = tmp_path / "run"
+    run, train, evaluation = _trainer(workdir, weights_file, run=True, epochs=2,
+                                      refit_head=True, ema_decay=0.9)
+    c = _refit_c(capsys.readouterr().out, train)
+    layer = _assert_saved_head_is_the_refit(workdir, train, evaluation, c)
     # The raw weights carry it too (a run continued with more epochs starts from it).
     np.testing.assert_array_equal(run.model.get_layer("conv_preds").kernel.numpy(),
                                   layer.kernel.numpy())
+    refit = run_record.read_record(str(workdir)).weights.source["refit_head"]
+    assert refit["C"] == c and refit["train_examples"] == train.num_examples
+
+
+def test_a_crash_between_the_refit_and_its_checkpoint_refits_on_resume(
+        weights_file, tmp_path, capsys, monkeypatch):
+    workdir = tmp_path / "run"
+    save = trainer.Trainer.save_checkpoint
+
+    def crash_after_the_last_step(self, step):
+        if step >= self.setup.total_steps:  # refitted, not yet checkpointed
+            raise KeyboardInterrupt("killed")
+        return save(self, step)
+
+    monkeypatch.setattr(trainer.Trainer, "save_checkpoint", crash_after_the_last_step)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(workdir, weights_file, run=True, epochs=2, refit_head=True, ema_decay=0.9)
+    assert not (workdir / "final.keras").exists()
+    assert "refit_head" in run_record.read_record(str(workdir)).weights.source
+    monkeypatch.setattr(trainer.Trainer, "save_checkpoint", save)
+    capsys.readouterr()
+    _, train, evaluation = _trainer(workdir, weights_file, run=True, epochs=2,
+                                    refit_head=True, ema_decay=0.9)
+    out = capsys.readouterr().out
+    assert "Resuming from" in out and "step 2" in out  # the end of epoch 1
+    c = _refit_c(out, train)  # the last epoch trained again, then refitted again
+    _assert_saved_head_is_the_refit(workdir, train, evaluation, c)
+    assert run_record.read_record(str(workdir)).weights.source["refit_head"]["C"] == c
