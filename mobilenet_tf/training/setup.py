@@ -337,9 +337,7 @@ class RunSetup:
                                  seed=self.config.seed)
         self.console.say(head_refit.message(probe))
         self.record.weights.source["refit_head"] = head_refit.record(probe)
-        if self.chief:
-            with writing(self.files.config):
-                run_record.write_record(self.files.workdir, self.record)
+        self.write_run_record()
 
     def classifier_from_source(self, state: RunState, report):
         """--classifier_init=source: maps the file's classifier onto the new classes
@@ -368,11 +366,16 @@ class RunSetup:
         os.makedirs(self.files.workdir, exist_ok=True)
         with writing(self.files.labels):
             write_labels(self.files.labels, self.class_names)
-        with writing(self.files.config):
-            run_record.write_record(self.files.workdir, self.record)
+        self.write_run_record()
         with writing(self.files.flags):
             fileio.atomic_write_text(self.files.flags, flags_text(self.config))
         self.write_metrics_csv(state.metrics_history)
+
+    def write_run_record(self):
+        """config.json from ``self.record`` (chief only)."""
+        if self.chief:
+            with writing(self.files.config):
+                run_record.write_record(self.files.workdir, self.record)
 
     def write_metrics_csv(self, metrics_history: checkpointing.MetricsHistory):
         """metrics.csv from the rows in the (restored or just saved) checkpoint."""
