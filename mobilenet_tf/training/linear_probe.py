@@ -20,6 +20,12 @@ import numpy as np
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried
 FOLDS = 5
 MAX_ITER = 1000
+# Features that vary by less than this fraction of their size (a collapsed network: every
+# photo gives the same features, up to float rounding) are scaled as if they varied this
+# much: scaled to unit spread, their rounding noise would get weights of 1e7, which fit
+# nothing and which no int8 model can hold (XNNPACK refuses the export's classifier).
+# A working network's features vary by tens of percent of their size.
+MIN_RELATIVE_SPREAD = 1e-3
 
 
 @dataclasses.dataclass
@@ -70,7 +76,8 @@ def fit(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> Probe:
     # Centred and scaled by one number for all features, not per feature: per-feature
     # scaling gives the faint features large weights, which fine-tuning then amplifies.
     mean = x.mean(axis=0)
-    std = float(np.sqrt(np.mean((x - mean) ** 2))) or 1.0
+    std = max(float(np.sqrt(np.mean((x - mean) ** 2))),
+              MIN_RELATIVE_SPREAD * float(np.sqrt(np.mean(x ** 2)))) or 1.0
     x = (x - mean) / std
     counts = np.bincount(y)
     folds = int(min(FOLDS, counts[counts > 0].min()))

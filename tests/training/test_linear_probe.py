@@ -59,6 +59,19 @@ def test_two_classes_and_one_photo_per_class_still_give_a_classifier():
     assert "nan" not in tiny.summary()
 
 
+def test_features_that_do_not_vary_give_the_class_prior_not_huge_weights():
+    # A collapsed network: every photo gives the same features up to float rounding.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [30, 15, 9])
+    x = rng.uniform(0, 6, 256) + 1e-10 * rng.normal(size=(len(y), 256))
+    probe = linear_probe.fit(x, y)
+    # Scaled to unit spread, the rounding noise would get weights of about 1e7 (the
+    # int8 export's converter and XNNPACK cannot hold the classifier then).
+    assert np.abs(probe.kernel).max() < 1.0, np.abs(probe.kernel).max()
+    unseen = x[:5] + 1e-10 * rng.normal(size=(5, 256))
+    assert probe.predict(unseen).tolist() == [0] * 5  # the most frequent class
+
+
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
     """A small "pretrained" network (7 toy classes), fitted for two epochs."""
