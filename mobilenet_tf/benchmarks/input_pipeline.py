@@ -17,15 +17,14 @@ shared), and the medians compared; CPU-seconds per image are reported too (less 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import statistics
 import tempfile
 import time
 
 from absl import app, flags
 
 from mobilenet_tf.benchmarks import imagenette
+from mobilenet_tf.benchmarks.pipeline_timing import time_pipelines
 
 FOLDER = flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
                              "(DIR/<class>/*.JPEG). Default: extract --num_images from --tar.")
@@ -38,64 +37,6 @@ BATCHES = flags.DEFINE_integer("batches", 30, "Batches timed per round and pipel
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
 TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "Timed train steps (0: skip).")
 TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 32, "Train-step batch size.")
-
-
-@dataclasses.dataclass
-class Result:
-    name: str
-    images_per_second: list
-    cpu_images_per_second: list
-
-    @property
-    def median(self):
-        return statistics.median(self.images_per_second)
-
-    @property
-    def cpu_median(self):
-        return statistics.median(self.cpu_images_per_second)
-
-
-def ours(folder: str, image_size: int, batch_size: int):
-    from mobilenet_tf import data
-    root, split = os.path.split(os.path.abspath(folder).rstrip("/"))
-    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=(image_size, image_size))
-    return data.build_input(cfg, split=split, training=True,
-                            global_batch_size=batch_size).input_fn(None)
-
-
-def baseline(folder: str, image_size: int, batch_size: int):
-    import keras
-    import tensorflow as tf
-    ds = keras.utils.image_dataset_from_directory(
-        folder, label_mode="categorical", image_size=(256, 256), batch_size=batch_size,
-        shuffle=True, seed=0, verbose=False)
-    crop = keras.layers.RandomCrop(image_size, image_size)
-    flip = keras.layers.RandomFlip("horizontal")
-    ds = ds.map(lambda x, y: (flip(crop(x)) / 127.5 - 1.0, y),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.repeat().prefetch(tf.data.AUTOTUNE)
-
-
-def time_pipelines(pipelines: dict, batch_size: int, batches: int, rounds: int):
-    """Alternating rounds; each round opens a fresh iterator, warms it up, times
-    ``batches`` batches and closes it, so no pipeline runs (or fills its buffers) in the
-    background while another one is timed."""
-    import gc
-    results = {k: Result(k, [], []) for k in pipelines}
-    for _ in range(rounds):
-        for k, ds in pipelines.items():
-            it = iter(ds)
-            for _ in range(max(5, batches // 3)):  # fill buffers, let autotuning settle
-                next(it)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(batches):
-                next(it)
-            n = batches * batch_size
-            results[k].images_per_second.append(n / (time.perf_counter() - wall))
-            results[k].cpu_images_per_second.append(n / (time.process_time() - cpu))
-            del it
-            gc.collect()
-    return results
 
 
 def train_step_images_per_second(batch_size: int, steps: int, image_size: int = 224):

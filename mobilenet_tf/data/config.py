@@ -50,7 +50,8 @@ class DataConfig:
                                  "contrast and saturation scaled by U(1-s, 1+s); 0: off.",
                                  "augmentation")
     randaugment: bool = _field(False, "keras.layers.RandAugment (2 ops per image, factor "
-                               "0.5) after the crop.", "augmentation")
+                               "0.5) on the crop, at its own resolution when smaller than the "
+                               "input's.", "augmentation")
     mixup_alpha: float = _field(0.0, "keras.layers.MixUp alpha (>= 0; e.g. 0.2); 0: off.",
                                 "augmentation")
     cutmix_alpha: float = _field(0.0, "keras.layers.CutMix factor in [0, 1] (e.g. 1.0); "

@@ -86,3 +86,14 @@ def test_keras_backend_benchmark_runs_on_cpu():
                     r"([\d.]+) \|", out.stdout, re.M)
     assert row, out.stdout
     assert all(float(v) > 0 for v in row.groups())
+
+
+def test_randaugment_benchmark_runs_on_cpu(tmp_path):
+    from mobilenet_tf.benchmarks import randaugment
+    folder = randaugment.write_photos(str(tmp_path / "photos"), count=12, side=16)
+    r = randaugment.run(folder, image_size=32, batch_size=4, batches=2, rounds=1)
+    assert r["ours_images_per_second"] > 0 and r["baseline_images_per_second"] > 0
+    assert r["ratio"] == pytest.approx(r["ours_images_per_second"]
+                                       / r["baseline_images_per_second"])
+    with pytest.raises(ValueError, match="--folder"):
+        randaugment.pipelines(str(tmp_path / "empty"), 32, 4)

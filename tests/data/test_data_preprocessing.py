@@ -147,3 +147,23 @@ def test_formats_through_the_folder_pipeline(tmp_path):
     train = data.build_input(cfg, "train", training=True, global_batch_size=5)
     x, y = next(iter(train.input_fn(None)))
     assert x.shape == (5, 16, 16, 3) and train.bad_images.count == 0
+
+
+@pytest.mark.parametrize("photo_hw, size, seen_hw", [((20, 16), (40, 40), (20, 16)),
+                                                     ((60, 80), (24, 24), (24, 24))])
+def test_crop_transform_runs_at_the_crops_resolution_capped_at_the_output(photo_hw, size,
+                                                                          seen_hw):
+    # RandAugment on a 32-px photo must not pay for the 160-px upscaled crop: the
+    # transform sees the crop itself (whole photo here), or the output size if larger.
+    photo = tf.constant(_photo(*photo_hw))
+    seen = []
+
+    def invert(image):
+        seen.append(tuple(image.shape[:2]))
+        return 255.0 - image
+
+    whole = dict(area_range=(1.0, 1.0), aspect_range=(0.5, 2.0), encoded=False)
+    plain = augment.random_resized_crop(photo, size, _seed(3), **whole)
+    inverted = augment.random_resized_crop(photo, size, _seed(3), transform=invert, **whole)
+    assert seen == [seen_hw] and inverted.shape == (*size, 3)
+    np.testing.assert_allclose(inverted.numpy(), 255.0 - plain.numpy(), atol=1e-3)
