@@ -19,12 +19,18 @@ import tempfile
 
 from absl import app, flags
 
-FOLDER = flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
-                             "(DIR/<class>/*.jpg). Default: 500 random 32x32 JPEGs.")
-IMAGE_SIZE = flags.DEFINE_integer("image_size", 160, "Output resolution (square).")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-BATCHES = flags.DEFINE_integer("batches", 10, "Batches timed per round and pipeline.")
-ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags, defined only when it runs (importing this module for
+    its functions, as the tests do, must not define flags that clash with others)."""
+    flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
+                        "(DIR/<class>/*.jpg). Default: 500 random 32x32 JPEGs.")
+    flags.DEFINE_integer("image_size", 160, "Output resolution (square).")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_integer("batches", 10, "Batches timed per round and pipeline.")
+    flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
 
 
 def write_photos(folder: str, count: int = 500, side: int = 32) -> str:
@@ -80,10 +86,10 @@ def run(folder: str, image_size: int = 160, batch_size: int = 32, batches: int =
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
-        folder = FOLDER.value or write_photos(tmp)
-        r = run(folder, IMAGE_SIZE.value, BATCH_SIZE.value, BATCHES.value, ROUNDS.value)
-    print(f"{folder}; {os.cpu_count()} CPUs; image_size {IMAGE_SIZE.value}, batch "
-          f"{BATCH_SIZE.value}, {ROUNDS.value} rounds x {BATCHES.value} batches")
+        folder = FLAGS.folder or write_photos(tmp)
+        r = run(folder, FLAGS.image_size, FLAGS.batch_size, FLAGS.batches, FLAGS.rounds)
+    print(f"{folder}; {os.cpu_count()} CPUs; image_size {FLAGS.image_size}, batch "
+          f"{FLAGS.batch_size}, {FLAGS.rounds} rounds x {FLAGS.batches} batches")
     for k in ("ours", "baseline"):
         print(f"{k + ':':10s}{r[k + '_images_per_second']:8.0f} images/s  rounds "
               f"{r['rounds'][k]}")
@@ -91,4 +97,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
