@@ -39,6 +39,27 @@ TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "Timed train steps (0: skip
 TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 32, "Train-step batch size.")
 
 
+def ours(folder: str, image_size: int, batch_size: int):
+    from mobilenet_tf import data
+    root, split = os.path.split(os.path.abspath(folder).rstrip("/"))
+    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=(image_size, image_size))
+    return data.build_input(cfg, split=split, training=True,
+                            global_batch_size=batch_size).input_fn(None)
+
+
+def baseline(folder: str, image_size: int, batch_size: int):
+    import keras
+    import tensorflow as tf
+    ds = keras.utils.image_dataset_from_directory(
+        folder, label_mode="categorical", image_size=(256, 256), batch_size=batch_size,
+        shuffle=True, seed=0, verbose=False)
+    crop = keras.layers.RandomCrop(image_size, image_size)
+    flip = keras.layers.RandomFlip("horizontal")
+    ds = ds.map(lambda x, y: (flip(crop(x)) / 127.5 - 1.0, y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.repeat().prefetch(tf.data.AUTOTUNE)
+
+
 def train_step_images_per_second(batch_size: int, steps: int, image_size: int = 224):
     """Images/second consumed by compiled train steps of mobilenet_v1(alpha=1.0)."""
     import keras

@@ -22,27 +22,6 @@ class Result:
         return statistics.median(self.cpu_images_per_second)
 
 
-def ours(folder: str, image_size: int, batch_size: int):
-    from mobilenet_tf import data
-    root, split = os.path.split(os.path.abspath(folder).rstrip("/"))
-    cfg = data.DataConfig(dataset=f"folder:{root}", image_size=(image_size, image_size))
-    return data.build_input(cfg, split=split, training=True,
-                            global_batch_size=batch_size).input_fn(None)
-
-
-def baseline(folder: str, image_size: int, batch_size: int):
-    import keras
-    import tensorflow as tf
-    ds = keras.utils.image_dataset_from_directory(
-        folder, label_mode="categorical", image_size=(256, 256), batch_size=batch_size,
-        shuffle=True, seed=0, verbose=False)
-    crop = keras.layers.RandomCrop(image_size, image_size)
-    flip = keras.layers.RandomFlip("horizontal")
-    ds = ds.map(lambda x, y: (flip(crop(x)) / 127.5 - 1.0, y),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.repeat().prefetch(tf.data.AUTOTUNE)
-
-
 def time_pipelines(pipelines: dict, batch_size: int, batches: int, rounds: int):
     """Alternating rounds; each round opens a fresh iterator, warms it up, times
     ``batches`` batches and closes it, so no pipeline runs (or fills its buffers) in the

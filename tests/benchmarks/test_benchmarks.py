@@ -99,3 +99,13 @@ def test_randaugment_benchmark_runs_on_cpu(tmp_path):
                                        / r["baseline_images_per_second"])
     with pytest.raises(ValueError, match="--folder"):
         randaugment.pipelines(str(tmp_path / "empty"), 32, 4)
+
+
+def test_input_pipeline_benchmark_runs_on_cpu(tmp_path):
+    from mobilenet_tf.benchmarks import input_pipeline, randaugment
+    folder = randaugment.write_photos(str(tmp_path / "train"), count=12, side=40)
+    r = input_pipeline.run(folder, image_size=32, batch_size=4, batches=2, rounds=1,
+                           train_steps=0)
+    assert r["ours_images_per_second"] > 0 and r["baseline_images_per_second"] > 0
+    assert r["ratio"] == pytest.approx(r["ours_images_per_second"]
+                                       / r["baseline_images_per_second"])
