@@ -26,17 +26,23 @@ from absl import app, flags
 from mobilenet_tf.benchmarks import imagenette
 from mobilenet_tf.benchmarks.pipeline_timing import time_pipelines
 
-FOLDER = flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
-                             "(DIR/<class>/*.JPEG). Default: extract --num_images from --tar.")
-TAR = flags.DEFINE_string("tar", None, "Imagenette tarball (default: "
-                          "<repo>/../shared/data/imagenette-224-train.tar).")
-NUM_IMAGES = flags.DEFINE_integer("num_images", 2000, "Images to extract from --tar.")
-IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Output resolution (square).")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Pipeline batch size.")
-BATCHES = flags.DEFINE_integer("batches", 30, "Batches timed per round and pipeline.")
-ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
-TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "Timed train steps (0: skip).")
-TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 32, "Train-step batch size.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags, defined only when it runs (importing this module for
+    its functions, as the tests do, must not define flags that clash with others)."""
+    flags.DEFINE_string("folder", None, "Folder of class sub-folders of JPEGs "
+                        "(DIR/<class>/*.JPEG). Default: extract --num_images from --tar.")
+    flags.DEFINE_string("tar", None, "Imagenette tarball (default: "
+                        "<repo>/../shared/data/imagenette-224-train.tar).")
+    flags.DEFINE_integer("num_images", 2000, "Images to extract from --tar.")
+    flags.DEFINE_integer("image_size", 224, "Output resolution (square).")
+    flags.DEFINE_integer("batch_size", 64, "Pipeline batch size.")
+    flags.DEFINE_integer("batches", 30, "Batches timed per round and pipeline.")
+    flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
+    flags.DEFINE_integer("train_steps", 5, "Timed train steps (0: skip).")
+    flags.DEFINE_integer("train_batch_size", 32, "Train-step batch size.")
 
 
 def ours(folder: str, image_size: int, batch_size: int):
@@ -110,15 +116,16 @@ def run(folder, image_size=224, batch_size=64, batches=30, rounds=3, train_steps
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
-        folder = FOLDER.value or os.path.join(imagenette.extract_subset(
-            tmp, max(1, NUM_IMAGES.value // 10), tar_path=TAR.value or imagenette.DEFAULT_TAR),
+        tar = FLAGS.tar or imagenette.DEFAULT_TAR
+        folder = FLAGS.folder or os.path.join(imagenette.extract_subset(
+            tmp, max(1, FLAGS.num_images // 10), tar_path=tar),
             "train")
         n = sum(len(files) for _, _, files in os.walk(folder))
         print(f"{n} files in {folder}; {os.cpu_count()} CPUs; image_size "
-              f"{IMAGE_SIZE.value}, batch {BATCH_SIZE.value}, {ROUNDS.value} rounds x "
-              f"{BATCHES.value} batches")
-        r = run(folder, IMAGE_SIZE.value, BATCH_SIZE.value, BATCHES.value, ROUNDS.value,
-                TRAIN_STEPS.value, TRAIN_BATCH_SIZE.value)
+              f"{FLAGS.image_size}, batch {FLAGS.batch_size}, {FLAGS.rounds} rounds x "
+              f"{FLAGS.batches} batches")
+        r = run(folder, FLAGS.image_size, FLAGS.batch_size, FLAGS.batches, FLAGS.rounds,
+                FLAGS.train_steps, FLAGS.train_batch_size)
     print(f"ours:     {r['ours_images_per_second']:8.0f} images/s  "
           f"({r['ours_images_per_cpu_second']:.0f} images per CPU-second)  rounds "
           f"{r['rounds']['ours']}")
@@ -129,9 +136,10 @@ def main(argv):
     if "train_step_images_per_second" in r:
         t = r["train_step_images_per_second"]
         print(f"mobilenet_v1(alpha=1.0) 224 train step consumes {t:.1f} images/s "
-              f"(batch {TRAIN_BATCH_SIZE.value}); pipeline/consumption = "
+              f"(batch {FLAGS.train_batch_size}); pipeline/consumption = "
               f"{r['ours_images_per_second'] / t:.1f}x")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

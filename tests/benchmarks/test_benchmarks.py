@@ -90,7 +90,7 @@ def test_keras_backend_benchmark_runs_on_cpu():
 
 def test_randaugment_benchmark_runs_on_cpu(tmp_path):
     # Imported beside modules that define flags of the same names (a clash fails here).
-    from mobilenet_tf import cli  # noqa: F401
+    from mobilenet_tf import train  # noqa: F401  (defines --batch_size and others)
     from mobilenet_tf.benchmarks import input_pipeline, randaugment  # noqa: F401
     folder = randaugment.write_photos(str(tmp_path / "photos"), count=12, side=16)
     r = randaugment.run(folder, image_size=32, batch_size=4, batches=2, rounds=1)
