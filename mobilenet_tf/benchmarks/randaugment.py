@@ -14,6 +14,7 @@ Timed in alternating rounds (``pipeline_timing.time_pipelines``); prints the rat
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
@@ -51,15 +52,14 @@ def pipelines(folder: str, image_size: int, batch_size: int) -> dict:
     files = tf.io.gfile.glob(os.path.join(folder, "*", "*"))
     if not files:
         raise ValueError(f"--folder={folder}: no files in its class sub-folders")
-    layer = augment.randaugment_layer(seed=0)
+    randaugment = functools.partial(augment.randaugment_layer(seed=0), training=True)
     size, area = (image_size, image_size), (0.25, 1.0)
 
     def ours(data, seed):
-        return augment.random_resized_crop(data, size, seed, area, transform=lambda im:
-                                           layer(im, training=True))
+        return augment.random_resized_crop(data, size, seed, area, transform=randaugment)
 
     def baseline(data, seed):
-        return layer(augment.random_resized_crop(data, size, seed, area), training=True)
+        return randaugment(augment.random_resized_crop(data, size, seed, area))
 
     def dataset(fn):
         ds = tf.data.Dataset.from_tensor_slices(files).map(tf.io.read_file).cache()

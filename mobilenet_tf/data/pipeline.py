@@ -31,6 +31,7 @@ warning through the same table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Callable, Optional
 
@@ -271,10 +272,8 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     """One training image: crop (RandAugment on it before it is resized up), flip, jitter;
     returned as uint8 (rounded): batching copies 4x fewer bytes than float32, and
     normalization runs per batch."""
-    layer = augment.randaugment_layer(seed=cfg.seed) if cfg.randaugment else None
-
-    def randaugment(image):  # on the crop at its own resolution, before it is resized up
-        return layer(image, training=True)
+    randaugment = (functools.partial(augment.randaugment_layer(seed=cfg.seed), training=True)
+                   if cfg.randaugment else None)
 
     def fn(data, seed, on_refusal=None, name=None):
         # Encoded images above max_image_pixels are decoded at reduced scale (or refused).
@@ -282,7 +281,7 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
             (cfg.min_aspect, cfg.max_aspect), encoded=encoded,
             max_pixels=cfg.max_image_pixels, on_refusal=on_refusal, name=name,
-            transform=randaugment if layer is not None else None)
+            transform=randaugment)
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
