@@ -18,8 +18,9 @@ A command line defines its flags with ``define`` (a topic per flag), checks them
     if __name__ == "__main__":
         cli.run(main, __doc__)
 
-Flags that several commands share are defined once here (``define_checkpoint``,
-``define_crop_fraction``).
+Flags that several commands share are defined once: here (``MODEL_FORMS``,
+``check_model_path``, ``check_dataset``) and, for the commands that open a trained model,
+in ``mobilenet_tf.model_flags``.
 
 Exit status: 0 done; 1 a bad flag or argument (``error: ...`` and ``see: ... --help`` on
 stderr, nothing else); any other failure is one ``error:`` line with the status that
@@ -322,32 +323,6 @@ def load(module: str):
 
 # ----------------------------------------------------------------------------- shared flags
 MODEL_FORMS = "a run directory, a .keras file, an exported SavedModel directory or a .tflite file"
-
-
-def define_checkpoint():
-    """--checkpoint (topic model): which Keras model of a run directory to open."""
-    from mobilenet_tf.rundir.record import DEFAULT_MODEL, MODELS
-
-    return define("model", flags.DEFINE_enum, "checkpoint", DEFAULT_MODEL, sorted(MODELS),
-                  "Which Keras model of a run directory: final (the last, EMA, weights) "
-                  "or best (best validation top-1, chosen on the photos it is then "
-                  "evaluated on).")
-
-
-def define_crop_fraction():
-    """--crop_fraction (topic data): the eval center crop, checked by
-    ``check_crop_fraction``."""
-    from mobilenet_tf.data.config import EVAL_CROP_FRACTION
-
-    return define("data", flags.DEFINE_float, "crop_fraction", None,
-                  "Eval center crop in (0, 1] (default: the run's, else "
-                  f"{EVAL_CROP_FRACTION}); SavedModels carry their own.")
-
-
-def check_crop_fraction(value: float | None) -> None:
-    """UsageError unless ``value`` (--crop_fraction) is None or in (0, 1]."""
-    if value is not None and not 0 < value <= 1:
-        raise UsageError(f"--crop_fraction={value} must be in (0, 1]")
 
 
 # ----------------------------------------------------------------------------- checks

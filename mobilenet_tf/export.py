@@ -2,6 +2,7 @@
 
     python -m mobilenet_tf.export --workdir=RUN [--formats=saved_model,tflite]
         [--quantize=none,float16,dynamic,int8] [--representative_images=N]
+        [--resolution=N]  (the input size of the exports; default: the run's)
 
 Writes RUN/export (or --export_dir): saved_model/, model_{float32,float16,dynamic,int8}
 .tflite, labels.txt, export_report.json and export_report.md, and prints the report.
@@ -23,7 +24,8 @@ from mobilenet_tf.serving.config import ExportConfig
 
 EXIT_VERIFICATION_FAILED = 2
 _DEFINE = {"str": flags.DEFINE_string, "str | None": flags.DEFINE_string,
-           "int": flags.DEFINE_integer, "float": flags.DEFINE_float,
+           "int": flags.DEFINE_integer, "int | None": flags.DEFINE_integer,
+           "float": flags.DEFINE_float,
            "tuple[str, ...]": flags.DEFINE_list}
 _FIELDS = cli.define_fields(dataclasses.fields(ExportConfig), _DEFINE)
 cli.mark_required("workdir")

@@ -20,13 +20,10 @@ import sys
 
 from absl import flags
 
-from mobilenet_tf import cli
+from mobilenet_tf import cli, model_flags
 from mobilenet_tf.rundir.record import DEFAULT_MODEL
 
-_MODEL = cli.define("model", flags.DEFINE_string, "model", None,
-                    f"The model: {cli.MODEL_FORMS}.", required=True)
-_CHECKPOINT = cli.define_checkpoint()
-_CROP = cli.define_crop_fraction()
+_MODEL_FLAGS = model_flags.define("The model")
 _TOP_K = cli.define("output", flags.DEFINE_integer, "top_k", 5,
                     "How many classes to print per image (>= 1).")
 _JSON = cli.define("output", flags.DEFINE_bool, "json", False,
@@ -41,6 +38,7 @@ class PredictConfig:
     top_k: int = 5
     crop_fraction: float | None = None
     json: bool = False
+    resolution: int | None = None
 
 
 def run(config: PredictConfig) -> int:
@@ -48,7 +46,8 @@ def run(config: PredictConfig) -> int:
     from mobilenet_tf.inference import prediction
 
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
-                                         crop_fraction=config.crop_fraction)
+                                         crop_fraction=config.crop_fraction,
+                                         resolution=config.resolution)
     paths = prediction.expand_inputs(config.inputs)
     if not paths:
         raise ValueError(f"no images found in {', '.join(config.inputs)}")
@@ -70,11 +69,11 @@ def main(argv):
         raise cli.UsageError("give at least one IMAGE_OR_DIR after the flags")
     if _TOP_K.value < 1:
         raise cli.UsageError(f"--top_k={_TOP_K.value} must be >= 1")
-    cli.check_crop_fraction(_CROP.value)
-    cli.check_model_path(_MODEL.value)
-    config = PredictConfig(model=_MODEL.value, inputs=tuple(argv[1:]),
-                           checkpoint=_CHECKPOINT.value, top_k=_TOP_K.value,
-                           crop_fraction=_CROP.value, json=_JSON.value)
+    model_flags.check(_MODEL_FLAGS)
+    config = PredictConfig(model=_MODEL_FLAGS.model.value, inputs=tuple(argv[1:]),
+                           checkpoint=_MODEL_FLAGS.checkpoint.value, top_k=_TOP_K.value,
+                           crop_fraction=_MODEL_FLAGS.crop_fraction.value, json=_JSON.value,
+                           resolution=_MODEL_FLAGS.resolution.value)
     cli.load("mobilenet_tf.inference.prediction")
     cli.quiet_litert_banner(config.model)
     try:

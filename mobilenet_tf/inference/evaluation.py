@@ -24,6 +24,7 @@ class EvalConfig:
     checkpoint: str = run_record.DEFAULT_MODEL  # for run directories: final | best
     max_images: int | None = None  # None: the whole split
     crop_fraction: float | None = None  # None: the run's, else the default
+    resolution: int | None = None  # None: the model's own input size
 
 
 @dataclasses.dataclass
@@ -102,7 +103,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
 
         config = dataclasses.replace(config, split=default_eval_split(config.dataset))
     classifier = loading.load_classifier(config.model, checkpoint=config.checkpoint,
-                                         crop_fraction=config.crop_fraction)
+                                         crop_fraction=config.crop_fraction,
+                                         resolution=config.resolution)
     # A run directory's other data settings (synthetic_*, label_offset, bad_images, ...)
     # apply to its evaluation too.
     run_data = (run_record.read_record(config.model).data.config or {}

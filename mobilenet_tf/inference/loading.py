@@ -291,27 +291,47 @@ def labels_beside(path: str, n: int) -> tuple[list[str], str]:
 
 
 def load_classifier(path: str, *, checkpoint: str = run_record.DEFAULT_MODEL,
-                    crop_fraction: float | None = None,
-                    num_threads: int | None = None) -> Classifier:
+                    crop_fraction: float | None = None, num_threads: int | None = None,
+                    resolution: int | None = None) -> Classifier:
     """Opens ``path`` (see the module docstring). ``crop_fraction`` overrides the eval
     crop (default: the run's config, else ``EVAL_CROP_FRACTION``); SavedModels carry
-    their own. ``num_threads`` is for .tflite models."""
+    their own. ``num_threads`` is for .tflite models. ``resolution`` runs a Keras model
+    (or a run's) at that square input size instead of its own (``at_resolution``);
+    SavedModels and .tflite files keep theirs (ValueError for another size)."""
     kind = detect_format(path)
     if kind == "run_dir":
         model_path = run_checkpoint(path, checkpoint)
         record = run_record.read_record(path)
         crop = crop_fraction if crop_fraction is not None else run_crop_fraction(record)
         names, source = run_labels(path)
-        return KerasClassifier(model_path, load_keras_model(model_path), names, crop,
-                               labels_source=source)
+        model = at_resolution(load_keras_model(model_path), resolution)
+        return KerasClassifier(model_path, model, names, crop, labels_source=source)
     crop = crop_fraction if crop_fraction is not None else EVAL_CROP_FRACTION
     if kind == "keras":
-        model = load_keras_model(path)
+        model = at_resolution(load_keras_model(path), resolution)
         names, source = labels_beside(path, keras_shape(path, model)[2])
         return KerasClassifier(path, model, names, crop, labels_source=source)
-    if kind == "saved_model":
-        return load_saved_model_classifier(path)
-    return load_tflite_classifier(path, crop, num_threads)
+    classifier = (load_saved_model_classifier(path) if kind == "saved_model"
+                  else load_tflite_classifier(path, crop, num_threads))
+    if resolution is not None and classifier.image_size != (resolution, resolution):
+        raise ValueError(f"--resolution={resolution}: {path} is a {kind} with a fixed "
+                         f"{classifier.image_size[0]}x{classifier.image_size[1]} input; "
+                         "only Keras models and run directories can be run at another "
+                         "size (or export the run with --resolution)")
+    return classifier
+
+
+def at_resolution(model, resolution: int | None):
+    """``model`` rebuilt at a square ``resolution`` (None: unchanged): the network is
+    fully convolutional, so its weights fit any input size (``builder.at_input_size``)."""
+    if resolution is None:
+        return model
+    from mobilenet_tf.model import builder
+
+    try:
+        return builder.at_input_size(model, (resolution, resolution))
+    except ValueError as err:
+        raise ValueError(f"--resolution={resolution}: {err}") from None
 
 
 def load_saved_model_classifier(path: str) -> SavedModelClassifier:

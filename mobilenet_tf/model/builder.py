@@ -174,6 +174,34 @@ def imagenet_weights_path(alpha: float, rows: int, include_top: bool,
                          ) from err
 
 
+def at_input_size(model: keras.Model, image_size) -> keras.Model:
+    """``model`` (a functional image model, e.g. one this builder made) rebuilt to take
+    ``(height, width)`` inputs, with the same weights copied in; ``model`` itself when it
+    already takes that size. MobileNet is fully convolutional up to its global pooling, so
+    the weights fit any input size >= 32: a network trained at 128 px can be evaluated or
+    exported at 160 (FixRes: Touvron et al. 2019, "Fixing the train-test resolution
+    discrepancy"). ValueError for another size or a model that cannot take it."""
+    height, width, _ = _check_input_shape((*tuple(image_size), 3))
+    if tuple(model.inputs[0].shape[1:3]) == (height, width):
+        return model
+    config = model.get_config()
+    inputs = [layer for layer in config.get("layers", ())
+              if layer["class_name"] == "InputLayer"]
+    if len(inputs) != 1:
+        raise ValueError(f"model {model.name!r} is not a one-input functional model; it "
+                         f"cannot be rebuilt at {height}x{width}")
+    shape = list(inputs[0]["config"]["batch_shape"])
+    inputs[0]["config"]["batch_shape"] = (shape[0], height, width, *shape[3:])
+    try:
+        rebuilt = keras.Model.from_config(config)
+        rebuilt.set_weights(model.get_weights())
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model {model.name!r} cannot take {height}x{width} inputs "
+                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err})"
+                         ) from None
+    return rebuilt
+
+
 def _check_input_shape(input_shape):
     shape = tuple(input_shape)
     if len(shape) != 3 or shape[2] != 3 or any(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from mobilenet_tf.model.architecture import MIN_RESOLUTION
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.options import option as _field, require, require_valid, require_finite
 
@@ -26,6 +27,11 @@ class ExportConfig:
     checkpoint: str = _field(run_record.DEFAULT_MODEL, "Which Keras model of the run: "
                              "final (the last, EMA, weights) or best (best validation "
                              "top-1).", "model")
+    resolution: int | None = _field(None, "Input size of the exported models, square "
+                                    f"(>= {MIN_RESOLUTION}; default: the run's). The "
+                                    "network is fully convolutional: a run trained at "
+                                    "128 can be shipped at 160 (FixRes, "
+                                    "docs/results.md), at 1.56x the mult-adds.", "model")
     formats: tuple[str, ...] = _field(FORMATS, "What to write, comma-separated, at least "
                                       f"one of: {','.join(FORMATS)}.", "export")
     quantize: tuple[str, ...] = _field(QUANTIZATIONS, "TFLite variants, comma-separated, at "
@@ -83,3 +89,5 @@ class ExportConfig:
         need(0 <= self.min_float32_agreement <= 1, "min_float32_agreement",
              "must be in [0, 1]")
         need(self.max_float32_prob_diff >= 0, "max_float32_prob_diff", "must be >= 0")
+        need(self.resolution is None or self.resolution >= MIN_RESOLUTION, "resolution",
+             f"must be >= {MIN_RESOLUTION} (the network halves its input five times)")

@@ -162,7 +162,8 @@ def export(config: ExportConfig) -> dict:
     dataset, data_dir, data_cfg, verification_split, calibration_split = _image_origin(
         config, record)
 
-    model = loading.load_keras_model(checkpoint_path)
+    model = loading.at_resolution(loading.load_keras_model(checkpoint_path),
+                                  config.resolution)
     keras_clf = loading.KerasClassifier(checkpoint_path, model, class_names, crop,
                                         labels_source=labels_source)
     export_dir = os.path.abspath(config.export_dir or os.path.join(config.workdir, "export"))
@@ -181,6 +182,7 @@ def export(config: ExportConfig) -> dict:
         "checkpoint": os.path.abspath(checkpoint_path),
         "export_dir": export_dir,
         "image_size": list(keras_clf.image_size), "num_classes": len(class_names),
+        "trained_image_size": list((record.model.get("input_shape") or [None] * 2)[:2]),
         "crop_fraction": crop,
         "normalization": {"mean": preprocessing.MEAN, "std": preprocessing.STD},
         "verification": {"dataset": dataset, "split": verification_split,

@@ -106,6 +106,15 @@ def fine_tuning_line(ft: dict) -> str:
             f"{100 * ft['baseline_top1']:.1f}%, {ft['points']:+.1f} points**")
 
 
+def trained_size_note(report: dict) -> str:
+    """Where the export's input size is not the one the run trained at (--resolution)."""
+    trained = report.get("trained_image_size")
+    if not trained or None in trained or list(trained) == list(report["image_size"]):
+        return ""
+    return (f" (trained at {trained[0]}x{trained[1]}; exported at another size with "
+            "--resolution)")
+
+
 def format_report(report: dict) -> str:
     """The human-readable export_report.md."""
     lines = ["# Export report", "",
@@ -113,7 +122,7 @@ def format_report(report: dict) -> str:
              f"- created: {report['created']}",
              f"- input: {report['image_size'][0]}x{report['image_size'][1]} RGB, "
              f"(pixel - {report['normalization']['mean']}) / {report['normalization']['std']}, "
-             f"eval center crop {report['crop_fraction']}",
+             f"eval center crop {report['crop_fraction']}" + trained_size_note(report),
              f"- verification: {report['verification']['num_images']} images of "
              f"`{report['verification']['dataset']}` split `{report['verification']['split']}`"]
     if report.get("calibration"):

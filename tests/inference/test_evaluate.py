@@ -63,3 +63,41 @@ def test_cli_json(exported, image_root):
 def test_bad_model_path_is_named(tmp_path):
     with pytest.raises(ValueError, match="nope.keras does not exist"):
         _eval(str(tmp_path / "nope.keras"), str(tmp_path))
+
+
+def test_resolution_runs_a_keras_model_at_another_size(exported, run_dir, image_root):
+    # FixRes: the run (trained at IMAGE_SIZE) evaluated at a larger input. Its
+    # classifier computes the same as the builder's network at that size with the run's
+    # weights, so the evaluation equals scoring that network by hand.
+    from helpers import IMAGE_SIZE
+    from mobilenet_tf import mobilenet_v1
+    from mobilenet_tf.inference import loading
+
+    size = IMAGE_SIZE + 32
+    clf = loading.load_classifier(run_dir, resolution=size)
+    assert clf.image_size == (size, size)
+    own = loading.load_classifier(run_dir)
+    by_hand = mobilenet_v1(input_shape=size, alpha=0.25, num_classes=len(CLASSES))
+    by_hand.set_weights(own.model.get_weights())
+    images = [np.asarray(np.random.default_rng(i).integers(0, 256, (80, 96, 3)), np.uint8)
+              for i in range(3)]
+    batch = np.stack([clf.preprocess(im) for im in images])
+    np.testing.assert_allclose(clf.predict_proba(images), by_hand(batch, training=False),
+                               atol=1e-5)
+    result = _eval(run_dir, image_root, resolution=size)
+    assert result.num_images == 8 * len(CLASSES) and 0 <= result.top1 <= 1
+    tflite_path = os.path.join(exported[0], "model_float32.tflite")
+    with pytest.raises(ValueError, match=f"--resolution={size}: .*fixed "
+                       f"{IMAGE_SIZE}x{IMAGE_SIZE} input"):
+        _eval(tflite_path, image_root, resolution=size)
+    assert _eval(tflite_path, image_root, resolution=IMAGE_SIZE).num_images > 0
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "predict"])
+def test_cli_rejects_a_resolution_below_32_before_loading(tool, tmp_path):
+    args = ["--model=" + str(tmp_path), "--resolution=16"]
+    args += ["--dataset=folder:" + str(tmp_path)] if tool == "evaluate" else [str(tmp_path)]
+    proc = subprocess.run([sys.executable, "-m", f"mobilenet_tf.{tool}", *args],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "--resolution=16 must be >= 32" in proc.stderr

@@ -104,6 +104,33 @@ def test_non_square_input_headless_and_logits():
     assert out.shape == (1, 7) and not np.isclose(out.sum(), 1.0)
 
 
+def test_at_input_size_runs_the_same_weights_at_another_size(tmp_path):
+    # FixRes: a network trained at one size, evaluated or exported at another. The
+    # rebuilt model must compute what the builder's own model at that size computes
+    # with the same weights, and give back the original outputs at the original size.
+    from mobilenet_tf.model.builder import at_input_size
+
+    m = mobilenet_v1(input_shape=64, alpha=0.25, num_classes=5)
+    randomize_weights(m, seed=3)  # non-trivial batch-norm statistics too
+    m.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    rng = np.random.default_rng(0)
+    for size in ((96, 96), (64, 128)):
+        bigger = at_input_size(loaded, size)
+        assert tuple(bigger.input.shape[1:3]) == size
+        direct = mobilenet_v1(input_shape=(*size, 3), alpha=0.25, num_classes=5)
+        direct.set_weights(m.get_weights())
+        x = rng.normal(size=(2, *size, 3)).astype("float32")
+        np.testing.assert_allclose(bigger(x, training=False), direct(x, training=False),
+                                   atol=1e-6)
+    x = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    back = at_input_size(at_input_size(loaded, (96, 96)), (64, 64))
+    np.testing.assert_allclose(back(x, training=False), m(x, training=False), atol=1e-6)
+    assert at_input_size(loaded, (64, 64)) is loaded
+    with pytest.raises(ValueError, match="height and width >= 32"):
+        at_input_size(loaded, (16, 16))
+
+
 def test_depth_multiplier_scales_depthwise_channels():
     m = mobilenet_v1(input_shape=64, alpha=0.25, depth_multiplier=2)
     assert tuple(m.get_layer("conv_dw_1").kernel.shape) == (3, 3, 8, 2)

@@ -206,3 +206,23 @@ def test_int8_weights_are_quantized_per_channel(exported):
         out_channels = weights.shape[0] if codes[op.opcodeIndex] == schema.BuiltinOperator.CONV_2D \
             else weights.shape[-1]
         assert len(weights.quantization.scale) == out_channels > 1
+
+
+def test_export_at_another_resolution(run_dir, tmp_path):
+    # --resolution: the run (trained at IMAGE_SIZE) shipped at a larger input (FixRes);
+    # the TFLite model takes that size, says so in its report, and still reproduces the
+    # Keras network at that size on the verification photos.
+    size = IMAGE_SIZE + 32
+    report = exporter.export(ExportConfig(
+        workdir=run_dir, export_dir=str(tmp_path), formats=("tflite",),
+        quantize=("none",), verification_images=12, latency_runs=0, resolution=size))
+    assert report["image_size"] == [size, size]
+    assert report["trained_image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert (f"input: {size}x{size} RGB" in (tmp_path / "export_report.md").read_text()
+            and f"trained at {IMAGE_SIZE}x{IMAGE_SIZE}" in
+            (tmp_path / "export_report.md").read_text())
+    interpreter = loading.load_classifier(str(tmp_path / "model_float32.tflite"))
+    assert interpreter.image_size == (size, size)
+    assert all(c["passed"] for c in report["checks"] if c["fatal"])
+    with pytest.raises(ValueError, match="--resolution=8 is not valid: must be >= 32"):
+        exporter.export(ExportConfig(workdir=run_dir, resolution=8))
