@@ -4,7 +4,8 @@
         [--resolution=N]  (a Keras model at another input size, e.g. 160 for a 128-px run)
 
 Reports top-1, top-5, loss (mean cross-entropy of the probabilities), the number of
-images and per-class top-1; --json prints one JSON object with those keys.
+images, per-class top-1 and the input size fed; --json prints one JSON object with those
+keys.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class EvalResult:
     format: str = ""
     dataset: str = ""
     split: str = ""
+    image_size: list = dataclasses.field(default_factory=list)  # [height, width] fed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,6 +93,7 @@ def evaluate_classifier(classifier: loading.Classifier, pairs,
         raise ValueError("no images to evaluate on")
     result = score(np.concatenate(probs, 0), np.asarray(labels), classifier.class_names)
     result.model, result.format = classifier.path, classifier.format
+    result.image_size = list(classifier.image_size)
     return result
 
 
@@ -124,7 +126,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
 
 def format_result(result: EvalResult) -> str:
     """A readable multi-line report."""
-    lines = [f"model:      {result.model} ({result.format})",
+    size = f", {'x'.join(map(str, result.image_size))} input" if result.image_size else ""
+    lines = [f"model:      {result.model} ({result.format}{size})",
              f"dataset:    {result.dataset} split={result.split}",
              f"images:     {result.num_images}",
              f"top-1:      {100 * result.top1:.2f}%",

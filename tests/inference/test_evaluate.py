@@ -86,6 +86,9 @@ def test_resolution_runs_a_keras_model_at_another_size(exported, run_dir, image_
                                atol=1e-5)
     result = _eval(run_dir, image_root, resolution=size)
     assert result.num_images == 8 * len(CLASSES) and 0 <= result.top1 <= 1
+    assert result.image_size == [size, size]
+    assert f"(keras, {size}x{size} input)" in evaluation.format_result(result)
+    assert _eval(run_dir, image_root).image_size == [IMAGE_SIZE, IMAGE_SIZE]
     tflite_path = os.path.join(exported[0], "model_float32.tflite")
     with pytest.raises(ValueError, match=f"--resolution={size}: .*fixed "
                        f"{IMAGE_SIZE}x{IMAGE_SIZE} input"):
