@@ -61,3 +61,27 @@ def test_cli_reports_corrupt_file_and_goes_on(exported, run_dir, folder_with_cor
         line = next(l for l in lines if f"{cls}_000.jpg:" in l)
         assert line.split(": ", 1)[1].startswith(keras_top1[cls] + " ")
     assert "broken.jpg" in proc.stderr and "not a readable" in proc.stderr
+
+
+def test_cli_resolution_predicts_with_the_network_at_that_size(run_dir,
+                                                              folder_with_corrupt_file):
+    # predict --resolution=N: the run's network rebuilt at N px gives each image's top-k,
+    # the same as the loader's classifier at that size computes in this process.
+    import json
+
+    from helpers import IMAGE_SIZE
+
+    size = IMAGE_SIZE + 32
+    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.predict",
+                           f"--model={run_dir}", f"--resolution={size}", "--json",
+                           "--top_k=1", str(folder_with_corrupt_file)],
+                          capture_output=True, text=True)
+    rows = {os.path.basename(r["path"]): r for r in map(json.loads, proc.stdout.splitlines())}
+    clf = loading.load_classifier(run_dir, resolution=size)
+    for cls in CLASSES:
+        image = prediction.read_image(str(folder_with_corrupt_file / f"{cls}_000.jpg"))
+        probs = clf.predict_proba([image])[0]
+        top = rows[f"{cls}_000.jpg"]["top_k"][0]
+        assert top["class"] == int(probs.argmax())
+        assert top["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+    assert "error" in rows["broken.jpg"] and proc.returncode == 1
