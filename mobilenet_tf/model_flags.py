@@ -48,12 +48,11 @@ def define(model_help: str) -> ModelFlags:
 def check(holders: ModelFlags) -> None:
     """cli.UsageError naming the first bad value: a crop outside (0, 1], an input size
     below the network's smallest, a --model path that does not exist."""
-    from mobilenet_tf.model.architecture import MIN_RESOLUTION
+    from mobilenet_tf.model.architecture import MIN_RESOLUTION, RESOLUTION_RULE
 
     crop, size = holders.crop_fraction.value, holders.resolution.value
     if crop is not None and not 0 < crop <= 1:
         raise cli.UsageError(f"--crop_fraction={crop} must be in (0, 1]")
     if size is not None and size < MIN_RESOLUTION:
-        raise cli.UsageError(f"--resolution={size} must be >= {MIN_RESOLUTION} (the "
-                             "network halves its input five times)")
+        raise cli.UsageError(f"--resolution={size} {RESOLUTION_RULE}")
     cli.check_model_path(holders.model.value)

@@ -14,6 +14,8 @@ import dataclasses
 VARIANTS = ("mobilenet", "conv", "shallow")
 POOLINGS = (None, "avg", "max")
 MIN_RESOLUTION = 32
+# What a valid input size is, as every command words it (train, export, evaluate, predict).
+RESOLUTION_RULE = f"must be >= {MIN_RESOLUTION} (the network halves its input five times)"
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
 

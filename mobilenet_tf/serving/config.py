@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from mobilenet_tf.model.architecture import MIN_RESOLUTION
+from mobilenet_tf.model.architecture import MIN_RESOLUTION, RESOLUTION_RULE
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.options import option as _field, require, require_valid, require_finite
 
@@ -90,4 +90,4 @@ class ExportConfig:
              "must be in [0, 1]")
         need(self.max_float32_prob_diff >= 0, "max_float32_prob_diff", "must be >= 0")
         need(self.resolution is None or self.resolution >= MIN_RESOLUTION, "resolution",
-             f"must be >= {MIN_RESOLUTION} (the network halves its input five times)")
+             RESOLUTION_RULE)

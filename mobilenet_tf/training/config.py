@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from mobilenet_tf.model.architecture import (BLOCKS, MIN_RESOLUTION, MODEL_OPTIONS,
-                                             VARIANTS, option_rule)
+                                             RESOLUTION_RULE, VARIANTS, option_rule)
 from mobilenet_tf.options import option as _field, require_valid, require_finite
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
@@ -157,8 +157,7 @@ class TrainConfig:
         for flag in MODEL_OPTIONS:  # the builder's rules (alpha, variant, ...)
             rule = option_rule(flag, getattr(self, flag))
             need(rule is None, flag, rule)
-        need(self.resolution >= MIN_RESOLUTION, "resolution",
-             f"must be an integer >= {MIN_RESOLUTION}")
+        need(self.resolution >= MIN_RESOLUTION, "resolution", RESOLUTION_RULE)
         need(self.epochs > 0, "epochs", "must be > 0")
         need(self.batch_size >= 1, "batch_size", "must be >= 1 (the global batch size)")
         need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0 (0: derived)")
