@@ -18,7 +18,7 @@ import tensorflow as tf
 from mobilenet_tf.rundir import record as run_record
 from mobilenet_tf.rundir.errors import OutputWriteError, ResumeRefused, RunLocked
 from mobilenet_tf.rundir.lock import RunLock
-from mobilenet_tf.training import trainer
+from mobilenet_tf.training import checkpointing, trainer
 from mobilenet_tf.training.config import TrainConfig
 from mobilenet_tf.training.setup import RunSetup
 from train_helpers import toy_inputs
@@ -234,19 +234,46 @@ def test_second_trainer_is_refused_naming_the_holder_and_stale_lock_is_taken_ove
     assert "stale lock" in err and f"pid {dead.pid}" in err and "no longer running" in err
 
 
-def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path):
-    with helpers.tmpfs(tmp_path / "small", "9m") as mount:
+def _fill(directory):
+    """Writes one file into ``directory`` until its disk has no byte left; returns it."""
+    path = os.path.join(directory, "filler")
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return path
+
+
+def test_full_disk_stops_with_one_line_and_resumes_after_space_is_freed(tmp_path,
+                                                                          monkeypatch):
+    """The disk fills up right after the first checkpoint (a filler file takes every byte
+    left), so the run stops at its next write, whichever it is; freeing the space lets the
+    same command resume from that checkpoint and finish."""
+    fillers = []
+    save = checkpointing.CheckpointStore.save
+
+    def save_then_fill_the_disk(store, step):
+        path = save(store, step)
+        if not fillers:
+            fillers.append(_fill(os.path.dirname(path)))
+        return path
+
+    with helpers.tmpfs(tmp_path / "small", "32m") as mount:
         workdir = str(mount / "run")
-        with pytest.raises(OutputWriteError) as e:
-            _train(workdir, epochs=3)
+        with monkeypatch.context() as patch:
+            patch.setattr(checkpointing.CheckpointStore, "save", save_then_fill_the_disk)
+            with pytest.raises(OutputWriteError) as e:
+                _train(workdir, epochs=3)
         message = str(e.value)
         assert "\n" not in message and workdir in message, message
         assert not glob.glob(os.path.join(workdir, "checkpoints", "*_temp*"))
-        done = _ckpt_steps(workdir)
-        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        assert _ckpt_steps(workdir) == [4]
+        os.remove(fillers[0])
         summary = _train(workdir, epochs=3)
         assert summary["steps"] == 24 and _epochs(workdir)[-1] == (3, 24)
-        assert done and done[-1] < 24
 
 
 def test_failed_retries_on_a_full_disk_leave_no_new_event_files(tmp_path):
@@ -266,13 +293,7 @@ def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path
     """Only the event file's disk is full (RUN/logs links to a full 8 MB tmpfs): the run
     stops with one line naming the event file (exit 7), then resumes once space is freed."""
     with helpers.tmpfs(tmp_path / "logs_disk", "8m") as mount:
-        with open(mount / "filler", "wb") as f:  # fill the disk to the last byte
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        filler = _fill(mount)  # the disk, to the last byte
         workdir = str(tmp_path / "run")
         os.makedirs(workdir)
         os.symlink(mount, os.path.join(workdir, "logs"))
@@ -283,6 +304,6 @@ def test_tensorboard_logs_on_a_full_disk_stop_with_one_line_then_resume(tmp_path
         assert "\n" not in message and "No space left" in message, message
         assert os.path.join(workdir, "logs", "events.out.tfevents") in message, message
         assert "function_node" not in message, message
-        os.remove(mount / "filler")
+        os.remove(filler)
         assert _train(workdir, epochs=2)["steps"] == 16
         assert glob.glob(os.path.join(workdir, "logs", "events.out.tfevents.*"))
