@@ -1,5 +1,6 @@
 """predict: top-k labels per image for any model format; bad files reported, not fatal."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import CLASSES
+from helpers import CLASSES, IMAGE_SIZE
 from mobilenet_tf.inference import loading, prediction
 
 
@@ -67,10 +68,6 @@ def test_cli_resolution_predicts_with_the_network_at_that_size(run_dir,
                                                               folder_with_corrupt_file):
     # predict --resolution=N: the run's network rebuilt at N px gives each image's top-k,
     # the same as the loader's classifier at that size computes in this process.
-    import json
-
-    from helpers import IMAGE_SIZE
-
     size = IMAGE_SIZE + 32
     proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.predict",
                            f"--model={run_dir}", f"--resolution={size}", "--json",
