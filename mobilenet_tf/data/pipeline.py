@@ -47,6 +47,11 @@ from mobilenet_tf.data.source_base import Source
 from mobilenet_tf.data.sources import make_source
 
 AUTOTUNE = tf.data.AUTOTUNE
+# tf.data traces each map function through AutoGraph, which rewrites the Python source of
+# every function it calls (decoding, crops, the bad-record bookkeeping): 2-4 s of each
+# command's start on 2 cores. The pipeline's functions branch with tf.cond and Python
+# values only, so they are traced as written.
+_as_written = tf.autograph.experimental.do_not_convert
 
 
 DECODE_FAILURE = "corrupt, truncated, empty or not an image"
@@ -175,7 +180,8 @@ class _BadRecordTracker:
             data, label, name = record
             with tf.control_dependencies([table.insert(seq[None], name[None])]):
                 return tf.identity(data), label, seed, tf.identity(seq)
-        return tf.data.Dataset.zip((tf.data.Dataset.counter(), records, seeds)).map(add)
+        return tf.data.Dataset.zip((tf.data.Dataset.counter(), records, seeds)).map(
+            _as_written(add))
 
     def report(self, names, why):
         """An op reporting the dropped records ``names`` (reasons ``why``, "" where none
@@ -235,10 +241,10 @@ class _BadRecordTracker:
                 new_last = tf.cond(is_end, lambda: last, lambda: tf.reduce_max(seqs))
             return new_last, (images, labels, is_end)
 
-        ds = ds.scan(tf.constant(-1, tf.int64), settle)
+        ds = ds.scan(tf.constant(-1, tf.int64), _as_written(settle))
         if finite:
-            ds = ds.filter(lambda images, labels, is_end: tf.logical_not(is_end))
-        return ds.map(lambda images, labels, is_end: (images, labels))
+            ds = ds.filter(_as_written(lambda images, labels, is_end: tf.logical_not(is_end)))
+        return ds.map(_as_written(lambda images, labels, is_end: (images, labels)))
 
 
 def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy: str,
@@ -251,7 +257,7 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
     refused one for its size (``decode_image``), else the source's ``read_problem``."""
     if not source.encoded:
         ds = tf.data.Dataset.zip((records, seeds)).map(
-            lambda rec, s: (fn(rec[0], s), rec[1]), num_parallel_calls=AUTOTUNE,
+            _as_written(lambda rec, s: (fn(rec[0], s), rec[1])), num_parallel_calls=AUTOTUNE,
             deterministic=not drop_remainder)
         return ds.batch(batch, drop_remainder=drop_remainder)
     tracker = _BadRecordTracker(policy, bad)
@@ -259,7 +265,8 @@ def _decode_batches(records, seeds, fn, batch: int, drop_remainder: bool, policy
 
     def decode(d, y, s, q):
         return fn(source.load(d), s, tracker.refusal_noter(q), tracker.name_of(q)), y, q
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
+    ds = ds.map(_as_written(decode), num_parallel_calls=AUTOTUNE,
+                deterministic=True).ignore_errors()
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     return tracker.account(ds, finite=not drop_remainder, image_spec=ds.element_spec[0])
 
@@ -355,7 +362,8 @@ def build_input(cfg: DataConfig, split: str = "train", training: bool = True,
         else:
             def finish(x, y):
                 return normalize(x), tf.cast(y, tf.int32)
-        ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=not training)
+        ds = ds.map(_as_written(finish), num_parallel_calls=AUTOTUNE,
+                    deterministic=not training)
         return ds.prefetch(AUTOTUNE).with_options(_options(deterministic=not training))
 
     return InputPipeline(class_names=list(source.class_names),
