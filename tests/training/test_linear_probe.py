@@ -208,12 +208,12 @@ def _assert_saved_head_is_the_refit(workdir, train, evaluation, c):
     want = by_hand.decision_function(ex)  # logits up to a shift per photo
     got, want = logits - logits.mean(1, keepdims=True), want - want.mean(1, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=0.05, atol=0.02 * np.abs(want).max())
-    # Same predictions, except where the by-hand fit's two best classes are closer than
-    # twice the two fits' difference on that photo (a near-tie either solver may break).
+    # A photo whose by-hand top-two margin exceeds twice the two fits' largest logit
+    # difference on it gets the same prediction from both (so no separate argmax check);
+    # the rest are near-ties either solver may break. Most photos must be clear.
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 2 * np.abs(got - want).max(axis=1)
     assert clear.mean() > 0.8
-    np.testing.assert_array_equal(np.argmax(logits, 1)[clear], by_hand.predict(ex)[clear])
     summary = run_record.read_summary(str(workdir))
     assert abs(summary.top1 - np.mean(by_hand.predict(ex) == ey)) <= np.mean(~clear) + 1e-6
     return layer
