@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 
 import pytest
 
@@ -18,6 +19,18 @@ from helpers import CLASSES, RUN_CONFIG, write_image_folder
 # Quiet TensorFlow's C++ logging and keep tests on the CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Every temporary file of the session, and of the commands the tests start, goes to a
+    folder under pytest's own base folder, which pytest prunes: TensorFlow's AutoGraph and
+    tensorflow_datasets write to the system's temporary folder and clean up only at a
+    normal exit, which the processes the tests kill (and xdist's workers) never get.
+    Set before collection, so the tests' module-level environments inherit it."""
+    # pytest's own factory (xdist uses it the same way), so each worker gets its own.
+    folder = str(config._tmp_path_factory.mktemp("tmp"))
+    os.environ["TMPDIR"] = tempfile.tempdir = folder
 
 
 @pytest.fixture(scope="session")

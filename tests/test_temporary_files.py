@@ -1,0 +1,75 @@
+"""What the checks leave behind: `.ci/run` removes its ~3 GB environment however it ends,
+and passes pytest's exit status on; the tests' temporary files (TensorFlow's AutoGraph
+sources, tensorflow_datasets' folders, killed processes' leftovers) go under pytest's own
+base folder, not the system's temporary folder (conftest.py, ``pytest_configure``)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+# Stands in for python3.11: ``-m venv DIR`` writes an environment whose ``python`` answers
+# the script's pip and pytest calls at once, logging them; pytest exits with $FAKE_RC.
+FAKE_PYTHON = textwrap.dedent("""\
+    #!/usr/bin/env bash
+    [ "$1 $2" = "-m venv" ] || exit 9
+    mkdir -p "$3/bin"
+    echo "PATH=\\"$3/bin:\\$PATH\\"" > "$3/bin/activate"
+    cat > "$3/bin/python" <<'EOF'
+    #!/usr/bin/env bash
+    echo "$*" >> "$FAKE_LOG"
+    case "$*" in
+      "-m pip list") echo "tensorflow 2.21.0" ;;
+      "-m pytest"*) exit "$FAKE_RC" ;;
+    esac
+    EOF
+    chmod +x "$3/bin/python"
+""")
+
+
+@pytest.mark.parametrize("pytest_rc", [0, 1])
+def test_ci_run_passes_pytests_status_on_and_removes_its_environment(tmp_path, pytest_rc):
+    fake = tmp_path / "python3.11"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    scratch, log = tmp_path / "tmp", tmp_path / "calls.log"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHON": str(fake), "TMPDIR": str(scratch), "FAKE_LOG": str(log),
+           "FAKE_RC": str(pytest_rc)}
+    proc = subprocess.run(["bash", os.path.join(REPO, ".ci", "run")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == pytest_rc, proc.stderr
+    calls = log.read_text().splitlines()
+    assert "-m pip install -q -e .[test]" in calls
+    assert calls[-1].startswith("-m pytest -q -n 2"), calls
+    assert list(scratch.iterdir()) == []  # the environment is gone, pass or fail
+
+
+def test_ci_run_removes_its_environment_when_the_install_fails(tmp_path):
+    fake = tmp_path / "python3.11"
+    fake.write_text("#!/usr/bin/env bash\nmkdir -p \"$3/bin\"; touch \"$3/bin/half\"; exit 3\n")
+    fake.chmod(0o755)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(["bash", os.path.join(REPO, ".ci", "run")],
+                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(scratch)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert list(scratch.iterdir()) == []
+
+
+def test_temporary_files_of_tests_and_their_commands_go_under_pytests_folder(
+        tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    assert Path(tempfile.gettempdir()).is_relative_to(base)
+    with tempfile.NamedTemporaryFile() as f:
+        assert Path(f.name).is_relative_to(base)
+    child = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.mkdtemp())"],
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    assert Path(child).is_relative_to(base) and os.path.isdir(child)
