@@ -28,8 +28,12 @@ def pytest_configure(config):
     tensorflow_datasets write to the system's temporary folder and clean up only at a
     normal exit, which the processes the tests kill (and xdist's workers) never get.
     Set before collection, so the tests' module-level environments inherit it."""
-    # pytest's own factory (xdist uses it the same way), so each worker gets its own.
-    folder = str(config._tmp_path_factory.mktemp("tmp"))
+    # pytest's own factory (xdist uses it the same way), so each worker gets its own;
+    # absent under -p no:tmpdir, where the system's folder stays.
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    folder = str(factory.mktemp("tmp"))
     os.environ["TMPDIR"] = tempfile.tempdir = folder
 
 
