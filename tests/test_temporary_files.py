@@ -4,10 +4,12 @@ sources, tensorflow_datasets' folders, killed processes' leftovers) go under pyt
 base folder, not the system's temporary folder (conftest.py, ``pytest_configure``)."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from helpers import REPO
 
 # Stands in for python3.11: ``-m venv DIR`` writes an environment whose ``python`` answers
-# the script's pip and pytest calls at once, logging them; pytest exits with $FAKE_RC.
+# the script's pip and pytest calls at once, logging them; pytest exits with $FAKE_RC
+# (or hangs, for "hang").
 FAKE_PYTHON = textwrap.dedent("""\
     #!/usr/bin/env bash
     [ "$1 $2" = "-m venv" ] || exit 9
@@ -26,15 +29,15 @@ FAKE_PYTHON = textwrap.dedent("""\
     echo "$*" >> "$FAKE_LOG"
     case "$*" in
       "-m pip list") echo "tensorflow 2.21.0" ;;
-      "-m pytest"*) exit "$FAKE_RC" ;;
+      "-m pytest"*) [ "$FAKE_RC" = hang ] && exec sleep 60; exit "$FAKE_RC" ;;
     esac
     EOF
     chmod +x "$3/bin/python"
 """)
 
 
-@pytest.mark.parametrize("pytest_rc", [0, 1])
-def test_ci_run_passes_pytests_status_on_and_removes_its_environment(tmp_path, pytest_rc):
+def _fake_ci(tmp_path, pytest_rc):
+    """(command, environment, scratch folder, call log) of `.ci/run` on FAKE_PYTHON."""
     fake = tmp_path / "python3.11"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
@@ -42,13 +45,34 @@ def test_ci_run_passes_pytests_status_on_and_removes_its_environment(tmp_path, p
     scratch.mkdir()
     env = {**os.environ, "PYTHON": str(fake), "TMPDIR": str(scratch), "FAKE_LOG": str(log),
            "FAKE_RC": str(pytest_rc)}
-    proc = subprocess.run(["bash", os.path.join(REPO, ".ci", "run")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return ["bash", os.path.join(REPO, ".ci", "run")], env, scratch, log
+
+
+@pytest.mark.parametrize("pytest_rc", [0, 1])
+def test_ci_run_passes_pytests_status_on_and_removes_its_environment(tmp_path, pytest_rc):
+    command, env, scratch, log = _fake_ci(tmp_path, pytest_rc)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == pytest_rc, proc.stderr
     calls = log.read_text().splitlines()
     assert "-m pip install -q -e .[test]" in calls
     assert calls[-1].startswith("-m pytest -q -n 2"), calls
     assert list(scratch.iterdir()) == []  # the environment is gone, pass or fail
+
+
+def test_ci_run_removes_its_environment_when_interrupted(tmp_path):
+    """Ctrl-C during the tests: SIGINT to the whole process group, as a terminal sends it."""
+    command, env, scratch, log = _fake_ci(tmp_path, "hang")
+    proc = subprocess.Popen(command, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "-m pytest" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "pytest never started"
+        time.sleep(0.05)
+    assert list(scratch.iterdir())  # the environment exists while the tests run
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    assert list(scratch.iterdir()) == []
 
 
 def test_ci_run_removes_its_environment_when_the_install_fails(tmp_path):
