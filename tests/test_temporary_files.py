@@ -36,10 +36,10 @@ FAKE_PYTHON = textwrap.dedent("""\
 """)
 
 
-def _fake_ci(tmp_path, pytest_rc):
-    """(command, environment, scratch folder, call log) of `.ci/run` on FAKE_PYTHON."""
+def _fake_ci(tmp_path, pytest_rc, python=FAKE_PYTHON):
+    """(command, environment, scratch folder, call log) of `.ci/run` on the fake ``python``."""
     fake = tmp_path / "python3.11"
-    fake.write_text(FAKE_PYTHON)
+    fake.write_text(python)
     fake.chmod(0o755)
     scratch, log = tmp_path / "tmp", tmp_path / "calls.log"
     scratch.mkdir()
@@ -65,25 +65,25 @@ def test_ci_run_removes_its_environment_when_interrupted(tmp_path):
     proc = subprocess.Popen(command, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 30
-    while not (log.exists() and "-m pytest" in log.read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, "pytest never started"
-        time.sleep(0.05)
-    assert list(scratch.iterdir())  # the environment exists while the tests run
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=30) != 0
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "-m pytest" in log.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, "pytest never started"
+            time.sleep(0.05)
+        assert list(scratch.iterdir())  # the environment exists while the tests run
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) != 0
+    finally:  # a failed check leaves no hanging fake behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert list(scratch.iterdir()) == []
 
 
 def test_ci_run_removes_its_environment_when_the_install_fails(tmp_path):
-    fake = tmp_path / "python3.11"
-    fake.write_text("#!/usr/bin/env bash\nmkdir -p \"$3/bin\"; touch \"$3/bin/half\"; exit 3\n")
-    fake.chmod(0o755)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    proc = subprocess.run(["bash", os.path.join(REPO, ".ci", "run")],
-                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(scratch)},
-                          capture_output=True, text=True, timeout=60)
+    half_made = "#!/usr/bin/env bash\nmkdir -p \"$3/bin\"; touch \"$3/bin/half\"; exit 3\n"
+    command, env, scratch, _ = _fake_ci(tmp_path, 0, python=half_made)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     assert list(scratch.iterdir()) == []
 
