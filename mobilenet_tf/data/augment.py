@@ -6,7 +6,8 @@ Per image (stateless, driven by a per-element ``seed`` int64[2]):
   decoded (``tf.image.decode_and_crop_jpeg``), other formats are decoded then cropped;
   images above the pixel limit are decoded at reduced scale (or refused) first;
 - :func:`random_flip`, :func:`color_jitter`;
-- :func:`randaugment_layer` -- ``keras.layers.RandAugment`` (run by the crop, before it is
+- :func:`randaugment_layer` -- RandAugment from ``keras.layers.RandAugment``'s ops at the
+  paper's ranges (run by the crop, before it is
   resized up: ``random_resized_crop(transform=...)``).
 Per batch: :func:`batch_mixer` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
 one-hot labels.
@@ -110,10 +111,53 @@ def color_jitter(image, strength: float, seed):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def randaugment_layer(seed=None):
-    """``keras.layers.RandAugment`` for float images in [0, 255] (2 ops, factor 0.5)."""
+def randaugment_layer(seed=None, magnitude: float = 0.5, num_ops: int = 2):
+    """RandAugment (Cubuk et al. 2020) for float images in [0, 255]: ``num_ops`` ops per
+    image from ``keras.layers.RandAugment``'s list, at the paper's ranges for
+    ``magnitude`` m in [0, 1] (the paper's level 10m of 10; timm's "increasing" forms):
+    rotate +-30m degrees, shear +-0.3m, translate +-0.45m of the size (grey fill, as the
+    paper), brightness / contrast / colour / sharpness 1 +- 0.9m, posterize to 8 - 4m
+    bits, solarize above 256 (1 - m), autocontrast, equalize.
+
+    Not Keras' own ranges: ``RandAugment(factor=0.5)`` rotates by up to 180 degrees,
+    shifts by up to half the image with mirrored fill, keeps 1-3 bits in posterize and
+    solarizes above a threshold as low as 0 (the whole photo inverted)."""
     import keras
-    return keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
+
+    m, fill = float(magnitude), {"fill_mode": "constant", "fill_value": 128.0}
+    if not 0.0 < m <= 1.0:
+        raise ValueError(f"RandAugment magnitude must be in (0, 1], got {magnitude}")
+    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=num_ops, factor=m, seed=seed)
+    L, rng = keras.layers, {"value_range": (0, 255), "seed": seed}
+    layer.random_rotation = L.RandomRotation(30 * m / 360, seed=seed, **fill)
+    layer.random_shear = L.RandomShear(0.3 * m, 0.3 * m, seed=seed, **fill)
+    layer.random_translation = L.RandomTranslation(0.45 * m, 0.45 * m, seed=seed, **fill)
+    # Keras' brightness adds a delta in units of the range: +-0.45m of it is the paper's
+    # 1 +- 0.9m scaling at mid-grey.
+    layer.random_brightness = L.RandomBrightness(0.45 * m, **rng)
+    layer.random_contrast = L.RandomContrast((0.9 * m, 0.9 * m), **rng)  # 1 +- 0.9m
+    # A float contrast factor c would give [1, 1 + c]. Keras only desaturates (0 = the
+    # photo, 1 = grey); sharpness' 0.5 is the photo.
+    layer.random_color_degeneration = L.RandomColorDegeneration((0.0, 0.9 * m), **rng)
+    layer.random_sharpness = L.RandomSharpness((0.5 - 0.45 * m, 0.5 + 0.45 * m), **rng)
+    bits = round(8 - 4 * m)
+    layer.random_posterization = L.RandomPosterization((bits, bits), **rng)
+    layer.solarization = _fixed_solarization(256.0 * (1.0 - m), **rng)
+    return layer
+
+
+def _fixed_solarization(threshold: float, **kwargs):
+    """``keras.layers.Solarization`` at one threshold, in pixel values (Keras draws its
+    threshold from [lower, upper * 255]: the lower bound unscaled)."""
+    import keras
+
+    class FixedSolarization(keras.layers.Solarization):
+        def get_random_transformation(self, data, training=True, seed=None):
+            out = super().get_random_transformation(data, training, seed)
+            out["thresholds"] = out["thresholds"] * 0.0 + threshold
+            return out
+
+    return FixedSolarization(threshold_factor=(0.0, 0.0), **kwargs)
 
 
 def batch_mixer(mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, seed=None):

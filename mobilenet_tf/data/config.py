@@ -49,9 +49,13 @@ class DataConfig:
     color_jitter: float = _field(0.0, "Colour jitter strength s in [0, 1): brightness, "
                                  "contrast and saturation scaled by U(1-s, 1+s); 0: off.",
                                  "augmentation")
-    randaugment: bool = _field(False, "keras.layers.RandAugment (2 ops per image, factor "
-                               "0.5) on the crop, at its own resolution when smaller than the "
-                               "input's.", "augmentation")
+    randaugment: bool = _field(False, "RandAugment (2 ops per image, Keras' ops at the "
+                               "paper's ranges) on the crop, at its own resolution when "
+                               "smaller than the input's.", "augmentation")
+    randaugment_magnitude: float = _field(0.5, "--randaugment's strength m in (0, 1], the "
+                                          "paper's level 10m: rotations up to 30m degrees, "
+                                          "shifts up to 0.45m of the side, ...",
+                                          "augmentation")
     mixup_alpha: float = _field(0.0, "keras.layers.MixUp alpha (>= 0; e.g. 0.2); 0: off.",
                                 "augmentation")
     cutmix_alpha: float = _field(0.0, "keras.layers.CutMix factor in [0, 1] (e.g. 1.0); "
@@ -110,6 +114,8 @@ class DataConfig:
                 f"--crop_fraction must be in (0, 1], got {self.crop_fraction}")
         require(0 <= self.color_jitter < 1,
                 f"--color_jitter must be in [0, 1), got {self.color_jitter}")
+        require(0 < self.randaugment_magnitude <= 1, "--randaugment_magnitude must be in "
+                f"(0, 1], got {self.randaugment_magnitude}")
         require(self.mixup_alpha >= 0, f"--mixup_alpha must be >= 0, got {self.mixup_alpha}")
         require(0 <= self.cutmix_alpha <= 1, "--cutmix_alpha must be in [0, 1] "
                 f"(keras.layers.CutMix factor), got {self.cutmix_alpha}")

@@ -279,7 +279,8 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     """One training image: crop (RandAugment on it before it is resized up), flip, jitter;
     returned as uint8 (rounded): batching copies 4x fewer bytes than float32, and
     normalization runs per batch."""
-    randaugment = (functools.partial(augment.randaugment_layer(seed=cfg.seed), training=True)
+    randaugment = (functools.partial(augment.randaugment_layer(
+        seed=cfg.seed, magnitude=cfg.randaugment_magnitude), training=True)
                    if cfg.randaugment else None)
 
     def fn(data, seed, on_refusal=None, name=None):

@@ -37,6 +37,7 @@ def test_json_round_trip_with_lists():
     ({"cutmix_alpha": 2.0}, "--cutmix_alpha"),
     ({"mixup_alpha": -1.0}, "--mixup_alpha"),
     ({"color_jitter": 1.0}, "--color_jitter"),
+    ({"randaugment_magnitude": 0.0}, "--randaugment_magnitude"),
     ({"image_size": "big"}, "--image_size"),
     ({"synthetic_num_classes": 1}, "--synthetic_num_classes"),
     ({"shuffle_buffer": 0}, "--shuffle_buffer"),

@@ -81,6 +81,47 @@ def test_color_jitter_range_and_identity():
     assert out.min() >= 0 and out.max() <= 255 and not np.allclose(out, image.numpy())
 
 
+def _randaugmented(layer, image, n):
+    """``n`` draws of ``layer`` on ``image``, inside tf.data as the pipeline runs it."""
+    ds = tf.data.Dataset.range(n).map(lambda _: layer(image, training=True))
+    return np.stack([x.numpy() for x in ds])
+
+
+def _correlations(image, outs):
+    flat = image.numpy().ravel()
+    return np.array([np.corrcoef(flat, o.ravel())[0, 1] if o.std() > 0 else 0.0
+                     for o in outs])
+
+
+def test_randaugment_keeps_each_photo_upright_and_not_inverted():
+    # A ramp (dark top-left, bright bottom-right): a 180-degree turn or a whole-photo
+    # inversion makes the output anti-correlated with it. Keras' own
+    # RandAugment(factor=0.5) does both (rotations up to 180 degrees, solarize thresholds
+    # down to 0); the paper's ranges at magnitude 0.5 (rotations <= 15 degrees, solarize
+    # above 128) never do.
+    yy, xx = np.mgrid[0:32, 0:32]
+    ramp = (yy * 60 // 32 + xx * 60 // 32)[..., None] + np.array([0, 10, 20])
+    image = tf.constant(ramp, tf.float32)
+    import keras
+    ours = _correlations(image, _randaugmented(augment.randaugment_layer(seed=3), image, 150))
+    keras_own = _correlations(image, _randaugmented(
+        keras.layers.RandAugment(value_range=(0, 255), factor=0.5, seed=3), image, 150))
+    assert (ours > -0.5).all() and ours.mean() > 0.7, (ours.min(), ours.mean())
+    assert (keras_own < -0.5).sum() >= 5  # what the paper's ranges are there to avoid
+
+
+def test_randaugment_magnitude_sets_the_strength_and_is_checked():
+    image = tf.constant(_photo(32, 32), tf.float32)
+    change = {m: np.abs(_randaugmented(augment.randaugment_layer(seed=5, magnitude=m),
+                                       image, 100) - image.numpy()).mean()
+              for m in (0.1, 0.9)}
+    assert 0 < change[0.1] < change[0.9] / 2, change
+    for outs in _randaugmented(augment.randaugment_layer(seed=5), image, 20):
+        assert outs.shape == (32, 32, 3) and outs.min() >= 0 and outs.max() <= 255
+    with pytest.raises(ValueError, match="magnitude"):
+        augment.randaugment_layer(magnitude=1.5)
+
+
 def test_normalization_is_the_one_in_preprocessing():
     x = tf.constant([0, 127.5, 255.0])
     np.testing.assert_allclose(data.normalize(x).numpy(), [-1, 0, 1])
