@@ -7,8 +7,8 @@ Per image (stateless, driven by a per-element ``seed`` int64[2]):
   images above the pixel limit are decoded at reduced scale (or refused) first;
 - :func:`random_flip`, :func:`color_jitter`;
 - :func:`randaugment_layer` -- RandAugment from ``keras.layers.RandAugment``'s ops at the
-  paper's ranges (run by the crop, before it is
-  resized up: ``random_resized_crop(transform=...)``).
+  paper's ranges (run by the crop, before it is resized up:
+  ``random_resized_crop(transform=...)``).
 Per batch: :func:`batch_mixer` -- ``keras.layers.MixUp`` / ``keras.layers.CutMix`` on
 one-hot labels.
 
@@ -128,21 +128,21 @@ def randaugment_layer(seed=None, magnitude: float = 0.5, num_ops: int = 2):
     if not 0.0 < m <= 1.0:
         raise ValueError(f"RandAugment magnitude must be in (0, 1], got {magnitude}")
     layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=num_ops, factor=m, seed=seed)
-    L, rng = keras.layers, {"value_range": (0, 255), "seed": seed}
+    L, pixels = keras.layers, {"value_range": (0, 255), "seed": seed}
     layer.random_rotation = L.RandomRotation(30 * m / 360, seed=seed, **fill)
     layer.random_shear = L.RandomShear(0.3 * m, 0.3 * m, seed=seed, **fill)
     layer.random_translation = L.RandomTranslation(0.45 * m, 0.45 * m, seed=seed, **fill)
     # Keras' brightness adds a delta in units of the range: +-0.45m of it is the paper's
     # 1 +- 0.9m scaling at mid-grey.
-    layer.random_brightness = L.RandomBrightness(0.45 * m, **rng)
-    layer.random_contrast = L.RandomContrast((0.9 * m, 0.9 * m), **rng)  # 1 +- 0.9m
-    # A float contrast factor c would give [1, 1 + c]. Keras only desaturates (0 = the
-    # photo, 1 = grey); sharpness' 0.5 is the photo.
-    layer.random_color_degeneration = L.RandomColorDegeneration((0.0, 0.9 * m), **rng)
-    layer.random_sharpness = L.RandomSharpness((0.5 - 0.45 * m, 0.5 + 0.45 * m), **rng)
+    layer.random_brightness = L.RandomBrightness(0.45 * m, **pixels)
+    # 1 +- 0.9m: a float contrast factor c would give [1, 1 + c].
+    layer.random_contrast = L.RandomContrast((0.9 * m, 0.9 * m), **pixels)
+    # Keras only desaturates (0 = the photo, 1 = grey); sharpness' 0.5 is the photo.
+    layer.random_color_degeneration = L.RandomColorDegeneration((0.0, 0.9 * m), **pixels)
+    layer.random_sharpness = L.RandomSharpness((0.5 - 0.45 * m, 0.5 + 0.45 * m), **pixels)
     bits = round(8 - 4 * m)
-    layer.random_posterization = L.RandomPosterization((bits, bits), **rng)
-    layer.solarization = _fixed_solarization(256.0 * (1.0 - m), **rng)
+    layer.random_posterization = L.RandomPosterization((bits, bits), **pixels)
+    layer.solarization = _fixed_solarization(256.0 * (1.0 - m), **pixels)
     return layer
 
 
