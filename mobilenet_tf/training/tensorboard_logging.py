@@ -90,12 +90,14 @@ HPARAMS_METRICS = (("val/top1", "val top-1 (final)"), ("val/best_top1", "val top
 # The hparams the dashboard shows, in this order (it ticks the first 5 and sorts by name,
 # so each is named with its rank, "01 learning_rate", and displayed as the flag): the
 # options a practitioner compares runs by. The others are in config.json, flags.txt and
-# the "flags" text summary. Flags a config lacks (data options) are left out.
+# the "flags" text summary. Flags a config lacks (data options) are left out. New ones
+# go at the end, so older runs keep their columns (the rank is part of the name).
 HPARAMS = ("tag", "learning_rate", "optimizer", "epochs", "batch_size", "alpha",
            "resolution", "initial_weights", "dataset", "classifier_init", "lr_schedule",
            "warmup_epochs", "momentum", "nesterov", "weight_decay", "weight_decay_to_start",
            "label_smoothing", "dropout", "bn_momentum", "ema_decay", "min_area",
-           "steps_per_epoch", "num_classes", "num_replicas", "seed")
+           "steps_per_epoch", "num_classes", "num_replicas", "seed", "randaugment",
+           "randaugment_magnitude", "mixup_alpha", "cutmix_alpha", "color_jitter")
 # String options with a fixed set of values (a Discrete domain of them all); other strings
 # (paths, dataset names) get a Discrete domain of their value, which makes them filterable.
 CHOICES = {"variant": tuple(VARIANTS), "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES,

@@ -141,6 +141,25 @@ def test_hparams_typed_every_flag_metrics_exist_and_success(run):
     assert end.status == api_pb2.STATUS_SUCCESS
 
 
+def test_augmentation_options_are_hparams_a_run_can_be_compared_by():
+    """The augmentation a run used is a column of the hparams table (the from-scratch
+    screenings compared runs by it), typed: on/off as a choice, strengths as numbers."""
+    from mobilenet_tf.data.config import DataConfig
+
+    config = TrainConfig(data=DataConfig(dataset="synthetic", randaugment=True,
+                                         randaugment_magnitude=0.3, cutmix_alpha=1.0),
+                         **TINY)
+    domains = tb.hparam_domains(config)
+    assert domains["randaugment"][0] is True
+    assert list(domains["randaugment"][1].values) == [False, True]
+    assert domains["randaugment_magnitude"][0] == 0.3
+    assert domains["cutmix_alpha"][0] == 1.0 and domains["mixup_alpha"][0] == 0.0
+    assert domains["color_jitter"][1].max_value == 1.0
+    # appended after the older ones, so runs logged before keep their columns' names
+    assert tb.hparam_name("seed") == "25 seed"
+    assert tb.hparam_name("randaugment") == "26 randaugment"
+
+
 def test_images_graph_and_display_names(run):
     workdir, _ = run
     acc = _events(os.path.join(workdir, "logs"))
