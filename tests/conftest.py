@@ -1,4 +1,5 @@
 """Shared fixtures: a small, really trained run directory and the images it learned.
+Each is made once per test session, also under pytest-xdist (``_made_once``).
 
 The run directory is written by the trainer itself (``trainer.train_and_evaluate``): a
 tiny MobileNet trained to tell apart coloured shapes drawn on noisy backgrounds, with the
@@ -8,8 +9,11 @@ the tests are in helpers.py.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
+import pickle
+import shutil
 import tempfile
 
 import pytest
@@ -53,13 +57,38 @@ def pytest_configure(config):
     os.environ["TMPDIR"] = tempfile.tempdir = folder
 
 
-@pytest.fixture(scope="session")
-def image_root(tmp_path_factory) -> str:
-    """folder dataset: ROOT/train/<class>/*.jpg and ROOT/validation/<class>/*.jpg."""
-    root = str(tmp_path_factory.mktemp("shapes"))
+def _made_once(tmp_path_factory, name: str, make):
+    """``make(folder)``'s result, made once for the whole session: under pytest-xdist the
+    first worker to ask makes it in the folder the workers share (the pattern of xdist's
+    documentation, with the standard library's ``fcntl.flock`` as the lock) while the
+    others wait, then reuse it. The fixtures below are only read by the tests."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        return make(str(folder))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, one per run
+    folder, result = shared / name, shared / f"{name}.result.pickle"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not result.exists():  # not made, or a worker died while making it
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            with open(f"{result}.tmp", "wb") as f:
+                pickle.dump(make(str(folder)), f)
+            os.replace(f"{result}.tmp", result)
+    with open(result, "rb") as f:
+        return pickle.load(f)
+
+
+def _write_shapes(root: str) -> str:
     write_image_folder(os.path.join(root, "train"), per_class=60, seed=1)
     write_image_folder(os.path.join(root, "validation"), per_class=8, seed=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory) -> str:
+    """folder dataset: ROOT/train/<class>/*.jpg and ROOT/validation/<class>/*.jpg."""
+    return _made_once(tmp_path_factory, "shapes", _write_shapes)
 
 
 @pytest.fixture(scope="session")
@@ -70,11 +99,13 @@ def run_dir(tmp_path_factory, image_root) -> str:
     from mobilenet_tf.training.config import TrainConfig
     from mobilenet_tf.training.trainer import train_and_evaluate
 
-    run = str(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(data=DataConfig(dataset=f"folder:{image_root}", min_area=0.5),
-                         **RUN_CONFIG)
-    train_and_evaluate(config, run)
-    return run
+    def train(run: str) -> str:
+        config = TrainConfig(data=DataConfig(dataset=f"folder:{image_root}", min_area=0.5),
+                             **RUN_CONFIG)
+        train_and_evaluate(config, run)
+        return run
+
+    return _made_once(tmp_path_factory, "run", train)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +127,9 @@ def exported(run_dir, tmp_path_factory) -> tuple[str, dict]:
     from mobilenet_tf.serving import exporter
     from mobilenet_tf.serving.config import ExportConfig
 
-    export_dir = str(tmp_path_factory.mktemp("export"))
-    report = exporter.export(ExportConfig(
-        workdir=run_dir, export_dir=export_dir, representative_images=30,
-        verification_images=24, latency_runs=3))
-    return export_dir, report
+    def export(export_dir: str) -> tuple[str, dict]:
+        return export_dir, exporter.export(ExportConfig(
+            workdir=run_dir, export_dir=export_dir, representative_images=30,
+            verification_images=24, latency_runs=3))
+
+    return _made_once(tmp_path_factory, "export", export)

@@ -21,6 +21,7 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 # Decoding bound (image bombs): larger images are decoded at reduced scale (baseline JPEG)
 # or refused before decoding; 50 megapixels decode to 150 MB of uint8 RGB.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+RANDAUGMENT_MAGNITUDE = 0.5  # the paper's level 5 of 10
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ class DataConfig:
     randaugment: bool = _field(False, "RandAugment (2 ops per image, Keras' ops at the "
                                "paper's ranges) on the crop, at its own resolution when "
                                "smaller than the input's.", "augmentation")
-    randaugment_magnitude: float = _field(0.5, "--randaugment's strength m in (0, 1], the "
+    randaugment_magnitude: float = _field(RANDAUGMENT_MAGNITUDE, "--randaugment's strength m in (0, 1], the "
                                           "paper's level 10m: rotations up to 30m degrees, "
                                           "shifts up to 0.45m of the side, ...",
                                           "augmentation")
@@ -116,6 +117,9 @@ class DataConfig:
                 f"--color_jitter must be in [0, 1), got {self.color_jitter}")
         require(0 < self.randaugment_magnitude <= 1, "--randaugment_magnitude must be in "
                 f"(0, 1], got {self.randaugment_magnitude}")
+        require(self.randaugment or self.randaugment_magnitude == RANDAUGMENT_MAGNITUDE,
+                f"--randaugment_magnitude={self.randaugment_magnitude} has no effect without "
+                "--randaugment: add --randaugment, or leave the magnitude out")
         require(self.mixup_alpha >= 0, f"--mixup_alpha must be >= 0, got {self.mixup_alpha}")
         require(0 <= self.cutmix_alpha <= 1, "--cutmix_alpha must be in [0, 1] "
                 f"(keras.layers.CutMix factor), got {self.cutmix_alpha}")

@@ -1,5 +1,6 @@
 """The command line: invalid flags fail at start-up naming the flag; the quickstart
-trains to a high accuracy; flags.txt repeats the run (which is then complete)."""
+learns (and, opt-in, reaches the README's accuracy); flags.txt repeats the run (which is
+then complete)."""
 
 import json
 import os
@@ -109,17 +110,24 @@ def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_wr
     assert not (tmp_path / "run").exists()
 
 
-def test_quickstart_reaches_high_accuracy_and_flags_txt_repeats_it(tmp_path):
-    workdir = tmp_path / "quickstart"
-    proc = subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
-                           f"--flagfile={QUICKSTART}", f"--workdir={workdir}"],
+def _quickstart(workdir, *argv):
+    return subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
+                           f"--flagfile={QUICKSTART}", f"--workdir={workdir}", *argv],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+def test_quickstart_learns_and_flags_txt_repeats_it(tmp_path):
+    # The README's flagfile on a 3-epoch schedule (measured 57% top-1 alone, seed 0): that
+    # the command works and learns. Its own 15 epochs (99.3-99.97%, about 2.5 minutes of
+    # the suite's two cores) are the opt-in test below.
+    workdir = tmp_path / "quickstart"
+    proc = _quickstart(workdir, "--epochs=3")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Training complete" in proc.stdout
+    assert "Training complete: 3 epochs" in proc.stdout
     assert f"python -m mobilenet_tf.export --workdir={workdir}" in proc.stdout
     with open(workdir / "summary.json") as f:
         summary = json.load(f)
-    assert summary["top1"] >= 0.85, summary  # 10 classes: chance is 0.10
+    assert summary["top1"] >= 0.35, summary  # 10 classes: chance is 0.10
     assert summary["eval_examples"] == 3000
     # flags.txt is a flagfile that repeats the run; the run is complete, so nothing runs.
     again = subprocess.run([sys.executable, "-m", "mobilenet_tf.train",
@@ -127,6 +135,16 @@ def test_quickstart_reaches_high_accuracy_and_flags_txt_repeats_it(tmp_path):
                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already complete" in again.stdout
+
+
+@pytest.mark.skipif(os.environ.get("MOBILENET_TF_SLOW_TESTS") != "1",
+                    reason="slow; set MOBILENET_TF_SLOW_TESTS=1")
+def test_quickstart_as_the_readme_runs_it_reaches_99_percent(tmp_path):
+    proc = _quickstart(tmp_path / "quickstart")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "quickstart" / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["top1"] >= 0.99 and summary["epochs"] == 15, summary
 
 
 def test_every_experiment_config_parses():

@@ -38,6 +38,8 @@ def test_json_round_trip_with_lists():
     ({"mixup_alpha": -1.0}, "--mixup_alpha"),
     ({"color_jitter": 1.0}, "--color_jitter"),
     ({"randaugment_magnitude": 0.0}, "--randaugment_magnitude"),
+    ({"randaugment_magnitude": 0.9},
+     "--randaugment_magnitude=0.9 has no effect without --randaugment"),
     ({"image_size": "big"}, "--image_size"),
     ({"synthetic_num_classes": 1}, "--synthetic_num_classes"),
     ({"shuffle_buffer": 0}, "--shuffle_buffer"),

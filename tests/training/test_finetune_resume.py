@@ -109,7 +109,5 @@ def test_sigkill_in_each_phase_resumes_in_the_right_phase(weights, tmp_path):
     with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
         assert [(r["epoch"], r["step"]) for r in csv.DictReader(f)] == [("1", "4"),
                                                                         ("2", "8")]
-    reference = _run(str(tmp_path / "reference"), config)
-    assert json.loads(reference.stdout.split("RESULT ")[1]) == result
     assert np.isfinite(float(json.load(open(os.path.join(workdir, "summary.json")))["top1"]))
 
