@@ -279,8 +279,7 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
     """One training image: crop (RandAugment on it before it is resized up), flip, jitter;
     returned as uint8 (rounded): batching copies 4x fewer bytes than float32, and
     normalization runs per batch."""
-    randaugment = (functools.partial(augment.randaugment_layer(
-        seed=cfg.seed, magnitude=cfg.randaugment_magnitude), training=True)
+    randaugment = (augment.randaugment(cfg.randaugment_magnitude)
                    if cfg.randaugment else None)
 
     def fn(data, seed, on_refusal=None, name=None):
@@ -289,7 +288,7 @@ def _train_image_fn(cfg: DataConfig, encoded: bool):
             data, cfg.image_size, seed, (cfg.min_area, cfg.max_area),
             (cfg.min_aspect, cfg.max_aspect), encoded=encoded,
             max_pixels=cfg.max_image_pixels, on_refusal=on_refusal, name=name,
-            transform=randaugment)
+            transform=randaugment and functools.partial(randaugment, seed=seed))
         if cfg.flip:
             image = augment.random_flip(image, seed)
         if cfg.color_jitter > 0:
