@@ -153,8 +153,8 @@ def randaugment(magnitude: float = 0.5, num_ops: int = 2):
     Keras' layers draw from stateful seed generators (one shared state, and
     ``keras.random`` takes no tensor seed); inside tf.data's parallel map the images
     advance that state in no fixed order, so the same seed gave other ops and strengths
-    (measured: 71-96% of a batch's pixels differed). Here each layer's generator is replaced by
-    one whose k-th draw in an image's map function is ``fold_in(seed, k)``."""
+    (measured: 71-96% of a batch's pixels differed). Here each layer's generator is
+    replaced by one whose k-th draw in an image's map function is ``fold_in(seed, k)``."""
     import keras
 
     layer = randaugment_layer(magnitude=magnitude, num_ops=num_ops)
