@@ -49,17 +49,19 @@ def write_photos(folder: str, count: int = 500, side: int = 32) -> str:
 def pipelines(folder: str, image_size: int, batch_size: int) -> dict:
     import tensorflow as tf
     from mobilenet_tf.data import augment
+    from mobilenet_tf.data.config import RANDAUGMENT_MAGNITUDE
     files = tf.io.gfile.glob(os.path.join(folder, "*", "*"))
     if not files:
         raise ValueError(f"--folder={folder}: no files in its class sub-folders")
-    randaugment = functools.partial(augment.randaugment_layer(seed=0), training=True)
+    randaugment = augment.randaugment(RANDAUGMENT_MAGNITUDE)  # the pipeline's, seeded
     size, area = (image_size, image_size), (0.25, 1.0)
 
     def ours(data, seed):
-        return augment.random_resized_crop(data, size, seed, area, transform=randaugment)
+        return augment.random_resized_crop(data, size, seed, area,
+                                           transform=functools.partial(randaugment, seed=seed))
 
     def baseline(data, seed):
-        return randaugment(augment.random_resized_crop(data, size, seed, area))
+        return randaugment(augment.random_resized_crop(data, size, seed, area), seed)
 
     def dataset(fn):
         ds = tf.data.Dataset.from_tensor_slices(files).map(tf.io.read_file).cache()

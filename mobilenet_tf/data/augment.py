@@ -146,7 +146,7 @@ def randaugment_layer(seed=None, magnitude: float = 0.5, num_ops: int = 2):
     return layer
 
 
-def randaugment(magnitude: float = 0.5, num_ops: int = 2):
+def randaugment(magnitude: float, num_ops: int = 2):
     """``apply(image, seed)``: :func:`randaugment_layer` with every random draw a pure
     function of the image's own ``seed`` (int64[2]), so a run repeats from ``--seed``.
 

@@ -53,10 +53,10 @@ class DataConfig:
     randaugment: bool = _field(False, "RandAugment (2 ops per image, Keras' ops at the "
                                "paper's ranges) on the crop, at its own resolution when "
                                "smaller than the input's.", "augmentation")
-    randaugment_magnitude: float = _field(RANDAUGMENT_MAGNITUDE, "--randaugment's strength m in (0, 1], the "
-                                          "paper's level 10m: rotations up to 30m degrees, "
-                                          "shifts up to 0.45m of the side, ...",
-                                          "augmentation")
+    randaugment_magnitude: float = _field(RANDAUGMENT_MAGNITUDE, "--randaugment's strength "
+                                          "m in (0, 1], the paper's level 10m: rotations "
+                                          "up to 30m degrees, shifts up to 0.45m of the "
+                                          "side, ...", "augmentation")
     mixup_alpha: float = _field(0.0, "keras.layers.MixUp alpha (>= 0; e.g. 0.2); 0: off.",
                                 "augmentation")
     cutmix_alpha: float = _field(0.0, "keras.layers.CutMix factor in [0, 1] (e.g. 1.0); "
